@@ -1,0 +1,29 @@
+# wsslib: the two commands of the README's Quick start.
+#   make reproduce   set up .venv if missing, run every notebook (full mode, embedded default)
+#   make test        set up .venv if missing, run the whole test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup reproduce smoke test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "wsslib needs Python 3.11, found " + sys.version'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+reproduce: $(STAMP)
+	$(BIN)/wsslib reproduce --out runs
+
+smoke: $(STAMP)
+	$(BIN)/wsslib reproduce --smoke --out runs
+
+test: $(STAMP)
+	WSSLIB_SMOKE=1 MPLBACKEND=Agg $(BIN)/python -m pytest
+
+clean:
+	rm -rf runs results .pytest_cache

@@ -1,0 +1,55 @@
+"""Small shared helpers: seeding, device resolution, shape checks."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .errors import ShapeError
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) for a reproducible run."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Turn ``"auto"`` (CUDA when present, else CPU), a name or a device into a ``torch.device``.
+
+    Raises:
+        ValueError: ``"cuda"`` asked for on a machine without a usable GPU.
+    """
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} asked for, but no CUDA GPU is available here; use 'auto' or 'cpu'.")
+    return dev
+
+
+def check_shape(name: str, t: torch.Tensor, dims: Sequence[int | None]) -> None:
+    """Raise :class:`ShapeError` unless ``t`` has ``len(dims)`` dimensions matching ``dims``.
+
+    ``None`` in ``dims`` matches any size. Example: ``check_shape("maps", m, (None, None, None))``
+    demands a 3-D tensor (B, H, W).
+    """
+    if not isinstance(t, torch.Tensor):
+        raise ShapeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != len(dims) or any(d is not None and d != s for d, s in zip(dims, t.shape)):
+        want = "(" + ", ".join("*" if d is None else str(d) for d in dims) + ")"
+        raise ShapeError(f"{name}: expected shape {want}, got {tuple(t.shape)}")
+
+
+def check_same_shape(a_name: str, a: torch.Tensor, b_name: str, b: torch.Tensor) -> None:
+    """Raise :class:`ShapeError` unless ``a`` and ``b`` have identical shapes."""
+    if a.shape != b.shape:
+        raise ShapeError(f"{a_name} has shape {tuple(a.shape)} but {b_name} has shape {tuple(b.shape)}; they must match")
