@@ -1,0 +1,79 @@
+"""fastai training: every backbone trains a smoke epoch; the AAX loss; determinism; best epoch kept."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wsslib.data import get_dataset, to_tensors
+from wsslib.models import create_model, list_models
+from wsslib.train import AAXLoss, train_classifier
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """16 train and 8 valid synthetic images at 32 px."""
+    tr = to_tensors(get_dataset("synthetic", split="train", n=40, size=32, seed=3))
+    va = to_tensors(get_dataset("synthetic", split="valid", n=40, size=32, seed=3))
+    return tr.images[:16], tr.labels[:16], va.images[:8], va.labels[:8]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_backbone_trains_one_epoch(name, tiny):
+    kw = {"image_size": 32} if name == "vit_small" else {}
+    model = create_model(name, **kw)
+    before = [p.detach().clone() for p in model.parameters()]
+    res = train_classifier(model, *tiny, epochs=1, batch_size=8, lr=1e-3, progress=False, device="cpu")
+    assert len(res.history) == 1
+    h = res.history[0]
+    assert {"train_loss", "valid_loss", "accuracy"} <= h.keys()
+    assert all(torch.isfinite(torch.tensor(v)) for v in h.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, res.model.parameters())), "no weight changed"
+    assert not res.model.training
+
+
+def test_training_is_deterministic_for_a_seed(tiny):
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(123)  # model init is the caller's; training seeds the rest
+        m = create_model("smallcnn")
+        runs.append(train_classifier(m, *tiny, epochs=2, batch_size=8, lr=1e-3, progress=False, seed=7).history)
+    assert runs[0] == runs[1]
+
+
+def test_best_epoch_weights_are_kept(tiny):
+    torch.manual_seed(0)
+    m = create_model("smallcnn")
+    res = train_classifier(m, *tiny, epochs=4, batch_size=8, lr=3e-2, progress=False, patience=None)
+    best = res.best_epoch
+    assert res.history[best]["valid_loss"] == min(h["valid_loss"] for h in res.history)
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(res.model(tiny[2]), tiny[3]).item()
+    assert loss == pytest.approx(res.history[best]["valid_loss"], rel=1e-4)
+
+
+def test_early_stopping_stops(tiny):
+    torch.manual_seed(0)
+    m = create_model("smallcnn")
+    res = train_classifier(m, *tiny, epochs=30, batch_size=8, lr=0.5, patience=1, progress=False)
+    assert len(res.history) < 30
+
+
+def test_aax_variance_loss():
+    logits = torch.tensor([[[2.0, 0.0], [0.0, 2.0]], [[1.0, 1.0], [1.0, 1.0]]])  # (B=2, K=2, C=2)
+    y = torch.tensor([0, 1])
+    ce = AAXLoss(0.0)(logits, y)
+    with_var = AAXLoss(3.0)(logits, y)
+    p1 = logits.softmax(-1)[..., 1]
+    expected_var = p1.var(dim=1, unbiased=False).mean()
+    assert with_var.item() == pytest.approx(ce.item() + 3.0 * expected_var.item(), rel=1e-6)
+    assert AAXLoss(0.0)(logits[:, 0], y).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits[:, 0], y).item())
+
+
+def test_training_with_variance_term(tiny):
+    torch.manual_seed(0)
+    m = create_model("smallcnn", dropout=0.5)
+    res = train_classifier(m, *tiny, epochs=1, batch_size=8, variance_lambda=1.0, variance_k=3, progress=False)
+    assert res.history and torch.isfinite(torch.tensor(res.history[0]["valid_loss"]))
+    assert m(tiny[0][:2]).shape == (2, 2)  # the plain classifier comes back, not the K-head wrapper
