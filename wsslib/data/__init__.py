@@ -1,0 +1,40 @@
+"""Data sets: the :class:`Sample` contract, the registry, synthetic data and the polyp loaders.
+
+>>> from wsslib.data import get_dataset, to_tensors
+>>> ds = get_dataset("synthetic", split="valid", n=40, size=64)
+>>> to_tensors(ds).images.shape
+torch.Size([6, 3, 64, 64])
+"""
+
+from __future__ import annotations
+
+from .base import (
+    Sample,
+    TensorBatch,
+    WSSDataset,
+    find_root,
+    get_dataset,
+    list_datasets,
+    register_dataset,
+    to_tensors,
+)
+from .io import read_image, read_mask
+from .polyp import KvasirSEG, PolypGen
+from .synthetic import SyntheticDataset, generate_synthetic
+
+__all__ = [
+    "KvasirSEG",
+    "PolypGen",
+    "Sample",
+    "SyntheticDataset",
+    "TensorBatch",
+    "WSSDataset",
+    "find_root",
+    "generate_synthetic",
+    "get_dataset",
+    "list_datasets",
+    "read_image",
+    "read_mask",
+    "register_dataset",
+    "to_tensors",
+]
