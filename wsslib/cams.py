@@ -210,8 +210,14 @@ def _fast_cams(
     targets: torch.Tensor | None,
     cam_fn: _CamFn,
     num_classes: int | None,
-) -> torch.Tensor:
-    """One forward + one ``autograd.grad`` for a chunk ``x (b, 3, H, W)`` -> maps ``(b, H, W)``."""
+    with_embedding: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """One forward + one ``autograd.grad`` for a chunk ``x (b, 3, H, W)`` -> maps ``(b, H, W)``.
+
+    ``with_embedding=True`` (a :class:`wsslib.models.Classifier` in eval mode) also returns the
+    pooled embedding ``z (b, C)`` of that same forward pass, detached, so that Monte Carlo
+    dropout heads can be sampled from it without a second backbone pass.
+    """
     layer: nn.Module = model.target_layer
     reshape = getattr(model, "reshape_transform", None)
     captured: list[torch.Tensor] = []
@@ -224,7 +230,11 @@ def _fast_cams(
         with torch.enable_grad():
             x = x.detach()
             x.requires_grad_(True)  # so a frozen backbone still yields d score / d A
-            logits = model(x)
+            if with_embedding:
+                z = model.embed(x)
+                logits = model.head(z)
+            else:
+                logits = model(x)
             if len(captured) != 1:
                 raise RuntimeError(
                     f"model.target_layer ran {len(captured)} times in one forward pass; expected exactly once"
@@ -250,7 +260,8 @@ def _fast_cams(
     cam = torch.relu(cam_fn(acts.float(), grads.float()))
     cam = minmax_per_image(cam)
     cam = F.interpolate(cam[:, None], size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
-    return minmax_per_image(cam)
+    cam = minmax_per_image(cam)
+    return (cam, z.detach()) if with_embedding else cam
 
 
 def _grad_cam_lib(

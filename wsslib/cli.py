@@ -1,6 +1,7 @@
 """The ``wsslib`` command line.
 
     wsslib reproduce [--smoke] [--only 00,03] [--out runs] [-p key=value ...]
+    wsslib bench NAME [options]      (NAME: aax, gaze, ...; each prints one JSON line)
 """
 
 from __future__ import annotations
@@ -45,6 +46,25 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    try:
+        mod = importlib.import_module(f"wsslib.bench.{args.name}")
+    except ModuleNotFoundError:
+        print(f"wsslib bench: no benchmark named {args.name!r}; available: {', '.join(_benchmarks())}", file=sys.stderr)
+        return 2
+    return mod.main(args.rest)
+
+
+def _benchmarks() -> list[str]:
+    import pkgutil
+
+    from . import bench
+
+    return sorted(m.name for m in pkgutil.iter_modules(bench.__path__))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``wsslib`` console script."""
     parser = argparse.ArgumentParser(prog="wsslib", description="Weakly supervised segmentation toolkit.")
@@ -58,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--notebooks", type=Path, default=None, help="folder of notebooks (default: the project's)")
     rep.add_argument("-p", "--param", action="append", help="extra notebook parameter key=value")
     rep.set_defaults(func=_cmd_reproduce)
+
+    ben = sub.add_parser("bench", help="run a benchmark (prints one JSON line)", add_help=False)
+    ben.add_argument("name", help="benchmark name: " + ", ".join(_benchmarks()))
+    ben.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's own options (--help)")
+    ben.set_defaults(func=_cmd_bench)
 
     args = parser.parse_args(argv)
     return args.func(args)

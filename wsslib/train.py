@@ -8,6 +8,8 @@ dropout passes of the head (cheap: the backbone runs once, see :mod:`wsslib.unce
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -156,6 +158,7 @@ def train_classifier(
     Returns:
         A :class:`TrainResult` with the best model (eval mode) and the per-epoch history.
     """
+    import fastai.callback.schedule  # noqa: F401 - patches Learner.fit_one_cycle
     from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
@@ -185,8 +188,8 @@ def train_classifier(
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*load_model.*")
             warnings.filterwarnings("ignore", category=FutureWarning)
-            if not progress:
-                with learn.no_bar(), learn.no_logging():
+            if not progress:  # also silences SaveModelCallback's "Better model found" prints
+                with learn.no_bar(), learn.no_logging(), contextlib.redirect_stdout(io.StringIO()):
                     _fit(learn, epochs, lr, one_cycle)
             else:
                 _fit(learn, epochs, lr, one_cycle)

@@ -25,7 +25,7 @@ from torch import nn
 from .errors import ShapeError
 from .utils import check_shape
 
-__all__ = ["MCResult", "mc_predict", "sample_dropout_masks"]
+__all__ = ["MCResult", "heads_from_embedding", "mc_predict", "sample_dropout_masks"]
 
 
 class MCResult(NamedTuple):
@@ -166,8 +166,12 @@ def mc_predict(
 
 def _fast(model: nn.Module, fc: nn.Linear, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """One embed pass, K heads: ``(K, b, C)`` masked features @ fc -> P(class 1) ``(K, b)``."""
-    z = model.embed(x).float()  # (b, C)
-    zk = z.unsqueeze(0) * masks  # (K, b, C)
+    return heads_from_embedding(model.embed(x), fc, masks)
+
+
+def heads_from_embedding(z: torch.Tensor, fc: nn.Linear, masks: torch.Tensor) -> torch.Tensor:
+    """K dropout heads on pooled features: ``z (b, C)``, ``masks (K, b, C)`` -> P(class 1) ``(K, b)``."""
+    zk = z.float().unsqueeze(0) * masks  # (K, b, C)
     logits = torch.nn.functional.linear(zk, fc.weight.float(), None if fc.bias is None else fc.bias.float())
     return _positive_prob(logits)
 
