@@ -15,6 +15,7 @@ from .base import (
     find_root,
     get_dataset,
     list_datasets,
+    load_splits,
     register_dataset,
     to_tensors,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "generate_synthetic",
     "get_dataset",
     "list_datasets",
+    "load_splits",
     "read_image",
     "read_mask",
     "register_dataset",

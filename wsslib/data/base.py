@@ -226,3 +226,35 @@ def find_root(name: str, root: str | Path | None = None) -> Path:
         if c.is_dir():
             return c
     raise DatasetNotFoundError(name, candidates[0])
+
+
+def load_splits(
+    dataset: str,
+    splits: tuple[str, ...] = ("train", "valid", "test"),
+    *,
+    root: str | Path | None = None,
+    size: int = 128,
+    n: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    **kwargs,
+) -> dict[str, TensorBatch]:
+    """The named splits of a data set as tensors at ``size x size``: what every notebook starts with.
+
+    Args:
+        dataset: a registered name ("synthetic", "kvasir-seg", "polypgen", ...).
+        splits: split names to load.
+        root: folder of a real data set (None: the default search path of :func:`find_root`).
+        size: side of the square tensors.
+        n, seed: synthetic only: images in train + valid + test, and the generator's seed
+            (the image size is ``size``).
+        kwargs: passed on to the data set's constructor.
+
+    Returns:
+        ``{split: TensorBatch}`` with images (N, 3, size, size) in [0, 1], labels (N,),
+        masks (N, size, size).
+    """
+    if dataset == "synthetic":
+        kwargs = {"size": size, "seed": seed, **({"n": n} if n is not None else {}), **kwargs}
+    return {s: to_tensors(get_dataset(dataset, root=root, split=s, **kwargs), size=size, progress=progress)
+            for s in splits}
