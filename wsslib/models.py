@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import DataError, ShapeError
+from .registry import Registry
 from .utils import check_shape
 
 __all__ = [
@@ -295,7 +296,7 @@ def _no_imagenet(name: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 BuilderFn = Callable[..., Backbone]
-_REGISTRY: dict[str, BuilderFn] = {}
+_REGISTRY: Registry[BuilderFn] = Registry("model")
 
 
 def register_model(name: str) -> Callable[[BuilderFn], BuilderFn]:
@@ -313,18 +314,12 @@ def register_model(name: str) -> Callable[[BuilderFn], BuilderFn]:
         ...     return Backbone(features=conv, num_features=8, target_layer=conv)
     """
 
-    def deco(fn: BuilderFn) -> BuilderFn:
-        if name in _REGISTRY:
-            raise ValueError(f"a model named {name!r} is already registered")
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
+    return _REGISTRY.register(name)
 
 
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def create_model(
@@ -353,11 +348,10 @@ def create_model(
         ValueError: unknown name or weights value.
         DataError: a weight file exists but is unusable.
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    builder = _REGISTRY.get(name)
     if weights not in (None, "imagenet"):
         raise ValueError(f"weights must be None or 'imagenet', got {weights!r}")
-    bb = _REGISTRY[name](pretrained=weights == "imagenet", weights_dir=weights_dir, **kwargs)
+    bb = builder(pretrained=weights == "imagenet", weights_dir=weights_dir, **kwargs)
     model = Classifier(
         bb.features,
         bb.num_features,

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import DataError, DatasetNotFoundError
+from ..registry import Registry
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -156,7 +157,7 @@ def to_tensors(ds: WSSDataset, size: int | None = None, progress: bool = False) 
     return TensorBatch(images=images, labels=labels, masks=masks, has_mask=has_mask, ids=ids)
 
 
-_REGISTRY: dict[str, Callable[..., WSSDataset]] = {}
+_REGISTRY: Registry[Callable[..., WSSDataset]] = Registry("data set")
 _T = TypeVar("_T", bound=Callable[..., WSSDataset])
 
 
@@ -166,21 +167,12 @@ def register_dataset(name: str) -> Callable[[_T], _T]:
     The factory is called as ``factory(split=..., **kwargs)``, plus ``root=...`` when its
     signature has a ``root`` parameter.
     """
-
-    def deco(factory: _T) -> _T:
-        old = _REGISTRY.get(name)
-        same = old is not None and (old.__module__, old.__qualname__) == (factory.__module__, factory.__qualname__)
-        if old is not None and not same:  # re-registering the same class (a module reload) is fine
-            raise ValueError(f"a data set named {name!r} is already registered ({old.__module__}.{old.__qualname__})")
-        _REGISTRY[name] = factory
-        return factory
-
-    return deco
+    return _REGISTRY.register(name)
 
 
 def list_datasets() -> list[str]:
     """Names accepted by :func:`get_dataset`, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_dataset(name: str, root: str | Path | None = None, split: str = "train", **kwargs) -> WSSDataset:
@@ -197,10 +189,7 @@ def get_dataset(name: str, root: str | Path | None = None, split: str = "train",
         ValueError: unknown ``name``.
         DatasetNotFoundError: the set's folder is missing.
     """
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown data set {name!r}; known: {', '.join(list_datasets())}") from None
+    factory = _REGISTRY.get(name)
     if "root" in inspect.signature(factory).parameters:
         kwargs["root"] = root
     return factory(split=split, **kwargs)
