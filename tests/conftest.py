@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
+
+from wsslib.reproduce import find_notebooks, run_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("WSSLIB_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -18,3 +21,19 @@ def shared_data() -> Path:
         pytest.skip(f"real data not found at {SHARED_DATA} (set WSSLIB_SHARED_DATA)")
     return SHARED_DATA
 
+
+@pytest.fixture(scope="session")
+def smoke_results(tmp_path_factory):
+    """Run every notebook once in smoke mode (papermill); return ``{notebook stem: results JSON}``.
+
+    A notebook that failed maps to ``{"error": "<cell>: <exception>"}`` so that only its own
+    tests fail.
+    """
+    out = tmp_path_factory.mktemp("smoke")
+    runs = run_notebooks(out, notebooks=find_notebooks(), smoke=True, progress=False)
+    docs = {}
+    for r in runs:
+        stem = r.notebook.removesuffix(".ipynb")
+        path = out / f"{stem}.json"
+        docs[stem] = {"error": r.error} if r.error or not path.is_file() else json.loads(path.read_text())
+    return docs
