@@ -1,0 +1,194 @@
+"""Tests of wsslib.gaze: heatmaps (separable vs the paper's canvas way), CRF, pseudo-masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from wsslib.data import generate_synthetic, get_dataset
+from wsslib.errors import DataError, ShapeError
+from wsslib.gaze import (
+    PseudoMaskSet,
+    crf_refine,
+    default_levels,
+    gaze_heatmaps,
+    gaze_heatmaps_batched,
+    hierarchical_masks,
+    map_scores,
+    pseudo_masks,
+    reference_heatmap,
+)
+
+
+@pytest.fixture(scope="module")
+def synthetic_gaze():
+    data = generate_synthetic(4, size=64, seed=3)
+    return data
+
+
+# ---------------------------------------------------------------------------- heatmaps
+
+
+def test_separable_matches_reference_on_synthetic(synthetic_gaze):
+    sizes = [(64, 64), (48, 80), (90, 60)]  # square and both aspect ratios
+    for fix, size in zip(synthetic_gaze["gaze"][1:4], sizes):
+        sep = gaze_heatmaps([fix], [size])[0]
+        ref = reference_heatmap(fix, size)
+        assert sep.shape == ref.shape == size
+        assert float((sep - ref).abs().max()) < 1e-2
+
+
+def test_separable_matches_reference_on_real_kvasir(shared_data):
+    ds = get_dataset("kvasir-seg", root=shared_data / "kvasir-seg", split="test")
+    for i in (0, 1):
+        s = ds[i]
+        assert s.gaze is not None and s.gaze.shape[1] == 3
+        sep = gaze_heatmaps([s.gaze], [s.image.shape[:2]])[0]
+        ref = reference_heatmap(s.gaze, s.image.shape[:2])
+        assert float((sep - ref).abs().max()) < 1e-2
+
+
+def test_min_max_range_and_batched_equals_list(synthetic_gaze):
+    fix = synthetic_gaze["gaze"]
+    batched = gaze_heatmaps_batched(fix, (40, 56))
+    assert batched.shape == (4, 40, 56) and batched.dtype == torch.float32
+    flat = batched.flatten(1)
+    assert torch.all(flat.amin(1) == 0.0) and torch.all(flat.amax(1) == 1.0)
+    listed = gaze_heatmaps(fix, (40, 56))
+    for a, b in zip(batched, listed):
+        torch.testing.assert_close(a, b)
+
+
+def test_zero_fixations_give_zero_map_without_nan():
+    maps = gaze_heatmaps([np.zeros((0, 3)), np.array([[0.5, 0.5, 100.0]]), np.array([[0.2, 0.2, 0.0]])], (16, 24))
+    assert torch.all(maps[0] == 0) and torch.all(maps[2] == 0)  # no fixations / zero duration
+    assert float(maps[1].max()) == 1.0
+    assert not any(torch.isnan(m).any() for m in maps)
+    assert torch.all(gaze_heatmaps_batched([np.zeros((0, 3))], (5, 7)) == 0)
+    assert torch.all(reference_heatmap(np.zeros((0, 3)), (5, 7)) == 0)
+
+
+def test_peak_at_the_fixation_x_is_column_y_is_row():
+    h, w = 40, 80
+    row, col = 30, 20
+    fix = np.array([[(col + 0.5) / w, (row + 0.5) / h, 250.0]])  # at a pixel centre
+    m = gaze_heatmaps([fix], (h, w))[0]
+    assert divmod(int(m.argmax()), w) == (row, col)
+    # sigma is a fraction of each side: same relative fall-off along rows and columns
+    m = gaze_heatmaps([np.array([[50.5 / 100, 25.5 / 50, 1.0]])], (50, 100), sigma_frac=0.1)[0]
+    assert abs(float(m[25, 50 + 10]) - float(m[25 + 5, 50])) < 1e-3
+
+
+def test_duration_weighting():
+    fix = np.array([[0.1, 0.1, 100.0], [0.9, 0.9, 300.0]])  # far apart: Gaussians barely overlap
+    h = w = 100
+    m = gaze_heatmaps([fix], (h, w), sigma_frac=0.05)[0]
+    assert float(m[90, 90]) == pytest.approx(1.0, abs=1e-3)
+    assert float(m[10, 10]) == pytest.approx(1.0 / 3.0, abs=1e-2)
+    m = gaze_heatmaps([fix], (h, w), sigma_frac=0.05, use_duration=False)[0]
+    assert float(m[10, 10]) == pytest.approx(float(m[90, 90]), abs=1e-3)
+
+
+def test_bad_fixations_raise():
+    with pytest.raises(ShapeError):
+        gaze_heatmaps([np.zeros((3, 2))], (8, 8))
+    with pytest.raises(ShapeError):
+        gaze_heatmaps([None], (8, 8))
+    with pytest.raises(DataError):
+        gaze_heatmaps([np.array([[0.5, 0.5, -1.0]])], (8, 8))
+    with pytest.raises(DataError):
+        gaze_heatmaps([np.array([[np.nan, 0.5, 1.0]])], (8, 8))
+    with pytest.raises(ShapeError):
+        gaze_heatmaps([np.zeros((1, 3))], [(8, 8), (4, 4)])
+
+
+# ---------------------------------------------------------------------------- CRF
+
+
+def test_crf_shape_range_and_colour_pull():
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[:, :16] = (200, 40, 40)  # red region: columns 0..15
+    img[:, 16:] = (40, 160, 60)
+    heat = np.full((32, 32), 0.3, np.float32)
+    heat[:, :12] = 0.7  # the gaze covers most, not all, of the red region
+    out = crf_refine(img, heat)
+    assert out.shape == (32, 32) and out.dtype == torch.float32
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert float(out[:, 12:16].mean()) > 0.3 + 0.03  # red pixels the gaze missed gain probability
+    assert float(out[:, 16:].mean()) < 0.3 - 0.05  # green pixels lose it
+    assert float(out[:, :12].mean()) > 0.7
+
+
+def test_crf_rejects_bad_input():
+    with pytest.raises(ShapeError):
+        crf_refine(np.zeros((8, 8, 3), np.float32), np.zeros((8, 8)))
+    with pytest.raises(ShapeError):
+        crf_refine(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 9)))
+
+
+# ---------------------------------------------------------------------------- pseudo-masks
+
+
+def test_hierarchical_masks_are_nested():
+    maps = torch.rand(3, 10, 12, generator=torch.Generator().manual_seed(0))
+    for m in (2, 3, 4, 5):
+        levels = default_levels(m)
+        assert len(levels) == m and list(levels) == sorted(levels, reverse=True)
+        masks = hierarchical_masks(maps, levels)
+        assert masks.shape == (3, m, 10, 12) and masks.dtype == torch.bool
+        for lo in range(1, m):  # lower threshold contains every higher one's mask
+            assert torch.all(masks[:, lo] | ~masks[:, lo - 1])
+    assert default_levels(2) == (0.5, 0.3)
+    with pytest.raises(ShapeError):
+        hierarchical_masks(torch.rand(10, 12))
+
+
+def test_pseudo_masks_on_synthetic():
+    ds = get_dataset("synthetic", split="valid", n=40, size=48)
+    pm = pseudo_masks(ds, size=32, levels=(0.5, 0.3), crf=True, score_thresholds=(0.3, 0.5), progress=False)
+    assert isinstance(pm, PseudoMaskSet)
+    n = len(ds)
+    assert len(pm) == n and pm.images.shape == (n, 3, 32, 32)
+    assert pm.heatmaps.shape == pm.refined.shape == (n, 32, 32)
+    assert pm.masks.shape == (n, 2, 32, 32) and pm.masks.dtype == torch.bool
+    assert torch.all(pm.masks[:, 1] | ~pm.masks[:, 0])
+    assert torch.equal(pm.masks, hierarchical_masks(pm.refined, (0.5, 0.3)))
+    assert float(pm.refined.min()) >= 0 and float(pm.refined.max()) <= 1
+    assert set(pm.scores) == {"heatmap", "refined"} and set(pm.scores["refined"]) == {0.3, 0.5}
+    assert 0.0 <= pm.scores["heatmap"][0.5]["dice"] <= 1.0
+    # CRF in worker processes: the same maps
+    pm3 = pseudo_masks(list(ds)[:4], size=32, crf=True, workers=2, progress=False)
+    torch.testing.assert_close(pm3.refined, pm.refined[:4])
+    # no CRF: refined maps are the heatmaps
+    pm2 = pseudo_masks(list(ds)[:3], size=32, crf=False, progress=False)
+    torch.testing.assert_close(pm2.refined, pm2.heatmaps)
+
+
+def test_map_scores_perfect_and_empty():
+    maps = [torch.tensor([[0.9, 0.1], [0.8, 0.2]]), torch.zeros(3, 3)]
+    truth = [np.array([[True, False], [True, False]]), np.zeros((3, 3), bool)]
+    s = map_scores(maps, truth, (0.5,))
+    assert s[0.5]["dice"] == 1.0 and s[0.5]["n_excluded"] == 1
+
+
+def test_real_kvasir_heatmap_pseudo_mask_quality(shared_data):
+    """Heatmaps at 0.5 on the first 40 test images (the full 1000 with CRF: see the notebook)."""
+    ds = get_dataset("kvasir-seg", root=shared_data / "kvasir-seg", split="test")
+    samples = [ds[i] for i in range(40)]
+    maps = gaze_heatmaps([s.gaze for s in samples], [s.image.shape[:2] for s in samples])
+    dice = map_scores(maps, [s.mask for s in samples], (0.5,))[0.5]["dice"]
+    assert dice > 0.6
+
+
+def test_bench_gaze_record(capsys):
+    from wsslib.bench.gaze import main, run
+
+    rec = run(n=3, reference_subset=1)
+    assert set(rec) >= {"images", "reference_s", "reference_images_timed", "separable_s", "speedup", "max_abs_diff"}
+    assert rec["images"] == 3 and rec["reference_images_timed"] == 1
+    assert rec["max_abs_diff"] < 1e-2 and rec["speedup"] > 0
+    assert torch.get_num_threads() >= 1
+    main(["--n", "2", "--reference-subset", "1"])
+    line = capsys.readouterr().out.strip().splitlines()
+    assert len(line) == 1 and line[0].startswith("{")

@@ -1,0 +1,140 @@
+"""Tests of wsslib.unet: UNet, local pixel propagation, multi-level loss, training, prediction."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from wsslib.data import get_dataset, to_tensors
+from wsslib.errors import ShapeError
+from wsslib.metrics import segmentation_scores
+from wsslib.unet import MultiLevelUNet, UNet, lpp, multilevel_loss, paper_config, predict, train_multilevel
+
+SMALL = {"widths": (8, 16), "feat_ch": 8}
+
+
+def _lpp_unfold(feat: torch.Tensor, kernel: int = 5, dilation: int = 2, cosine: bool = True) -> torch.Tensor:
+    """Independent reference: F.unfold as in the paper's code, out-of-image neighbours masked."""
+    b, c, h, w = feat.shape
+    pad = (kernel // 2) * dilation
+    keys = F.normalize(feat, dim=1, eps=1e-8) if cosine else feat
+    nb_v = F.unfold(feat, kernel, dilation=dilation, padding=pad).view(b, c, kernel * kernel, h, w)
+    nb_k = F.unfold(keys, kernel, dilation=dilation, padding=pad).view(b, c, kernel * kernel, h, w)
+    inside = F.unfold(torch.ones(1, 1, h, w), kernel, dilation=dilation, padding=pad).view(1, kernel * kernel, h, w) > 0
+    sim = torch.einsum("bchw,bcnhw->bnhw", keys, nb_k).clamp_min(0).masked_fill(~inside, -math.inf)
+    return torch.einsum("bnhw,bcnhw->bchw", sim.softmax(1), nb_v)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """Synthetic 32 px images; levels = true mask and a dilated true mask."""
+    torch.manual_seed(0)
+    tr = to_tensors(get_dataset("synthetic", split="train", n=48, size=32))
+    va = to_tensors(get_dataset("synthetic", split="valid", n=48, size=32))
+    wide = F.max_pool2d(tr.masks[:, None].float(), 5, stride=1, padding=2)[:, 0] > 0
+    masks = torch.stack([tr.masks, wide], 1)
+    return tr.images, masks, va.images, va.masks
+
+
+def test_unet_shapes_and_paper_config():
+    net = UNet(widths=(8, 16, 32), feat_ch=12)
+    logits, feats = net(torch.rand(2, 3, 30, 17))  # odd sizes: padded and cropped back
+    assert logits.shape == (2, 1, 30, 17) and feats.shape == (2, 12, 30, 17)
+    assert paper_config() == {"widths": (64, 128, 256, 512, 1024), "feat_ch": 128}
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in net.modules())
+    with pytest.raises(ShapeError):
+        net(torch.rand(2, 1, 16, 16))
+
+
+def test_lpp_shape_fixed_point_and_reference():
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(2, 6, 11, 13, generator=g)
+    out = lpp(f)
+    assert out.shape == f.shape
+    torch.testing.assert_close(out, _lpp_unfold(f), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lpp(f, similarity="dot"), _lpp_unfold(f, cosine=False), rtol=1e-5, atol=1e-5)
+    const = torch.full((1, 4, 9, 9), 0.7) * torch.arange(1.0, 5.0)[None, :, None, None]
+    torch.testing.assert_close(lpp(const), const)  # a constant map is a fixed point, borders included
+    f.requires_grad_(True)
+    lpp(f).sum().backward()
+    assert f.grad is not None and torch.isfinite(f.grad).all()
+
+
+def test_multilevel_forward_and_loss_values():
+    net = MultiLevelUNet(3, **SMALL)
+    x = torch.rand(2, 3, 16, 16)
+    logits, prop = net.forward_train(x)
+    assert logits.shape == prop.shape == (2, 3, 16, 16)
+    torch.testing.assert_close(net.predict_logits(x), logits.mean(1))
+    # same_init: every level starts from the same weights (the paper's deepcopy)
+    torch.testing.assert_close(logits[:, 0], logits[:, 1])
+    # identical confident levels agree everywhere: each level's consistency term is -1
+    big = torch.full((2, 3, 4, 4), 20.0)
+    big[..., :2] = -20.0
+    masks = big > 0
+    for mode in ("plain", "lpp"):
+        loss, parts = multilevel_loss(big, masks, big, lam=3.0, consistency=mode)
+        assert parts["consistency"] == pytest.approx(-3.0, abs=1e-6)
+        assert parts["bce"] == pytest.approx(0.0, abs=1e-6)
+        assert float(loss) == pytest.approx(-9.0, abs=1e-5)
+    assert multilevel_loss(big[:, :1], masks[:, :1], big[:, :1])[1]["consistency"] == 0.0
+    assert multilevel_loss(big, masks, consistency="none")[1]["consistency"] == 0.0
+
+
+def test_training_loss_finite_and_decreasing(toy):
+    images, masks, _, _ = toy
+    model, hist = train_multilevel(
+        images[:8], masks[:8], iterations=20, batch_size=4, lr=3e-3, seed=0, device="cpu", progress=False, **SMALL
+    )
+    losses = torch.tensor(hist["loss"])
+    assert len(losses) == 20 and torch.isfinite(losses).all()
+    assert losses[-5:].mean() < losses[:5].mean()
+    assert math.isnan(hist["best_valid_dice"]) and hist["best_iteration"] == 20
+    assert not model.training
+
+
+def test_model_selection_uses_validation(toy):
+    images, masks, v_img, v_truth = toy
+    model, hist = train_multilevel(
+        images, masks, v_img, v_truth, iterations=12, batch_size=4, eval_every=3, seed=1, device="cpu",
+        progress=False, **SMALL,
+    )
+    assert hist["eval_iteration"] == [3, 6, 9, 12]
+    best = max(hist["valid_dice"])
+    assert hist["best_valid_dice"] == best
+    assert hist["best_iteration"] == hist["eval_iteration"][hist["valid_dice"].index(best)]
+    prob = predict(model, v_img)  # the returned weights are the selected ones
+    assert prob.shape == v_truth.shape
+    assert segmentation_scores(prob > 0.5, v_truth)["dice"] == pytest.approx(best, abs=1e-6)
+
+
+def test_training_is_seeded_and_predict_sizes(toy):
+    images, masks, _, _ = toy
+    kw = dict(iterations=3, batch_size=4, seed=5, device="cpu", progress=False, consistency="plain", lam_warmup=2,
+              **SMALL)
+    _, h1 = train_multilevel(images[:8], masks[:8], **kw)
+    model, h2 = train_multilevel(images[:8], masks[:8], **kw)
+    assert h1["loss"] == h2["loss"]
+    assert h1["lam"] == [1.5, 3.0, 3.0]  # linear consistency warm-up
+    out = predict(model, images[:2], sizes=[(20, 40), (33, 31)])
+    assert [tuple(o.shape) for o in out] == [(20, 40), (33, 31)]
+    assert all(float(o.min()) >= 0 and float(o.max()) <= 1 for o in out)
+    with pytest.raises(ShapeError):
+        train_multilevel(images[:8], masks[:4], **kw)
+
+
+def test_lpp_backward_matches_autograd():
+    g = torch.Generator().manual_seed(1)
+    for sim in ("cosine", "dot"):
+        f = torch.randn(1, 3, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda t: lpp(t, similarity=sim), (f,), fast_mode=True)
+        f = torch.randn(2, 3, 7, 6, generator=g, dtype=torch.float64, requires_grad=True)
+        f32 = f.detach().float().requires_grad_(True)
+        up = torch.randn(2, 3, 7, 6, generator=g)
+        (lpp(f32, similarity=sim) * up).sum().backward()
+        f_ref = f.detach().float().requires_grad_(True)
+        (_lpp_unfold(f_ref, cosine=sim == "cosine") * up).sum().backward()
+        torch.testing.assert_close(f32.grad, f_ref.grad, rtol=1e-4, atol=1e-5)

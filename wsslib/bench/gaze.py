@@ -1,0 +1,146 @@
+"""``wsslib bench gaze``: gaze heatmaps the paper's way versus the separable way.
+
+On the 1000 Kvasir-SEG images with their real fixations (``get_dataset("kvasir-seg",
+split="all")``; ``n`` synthetic 256 px images with simulated gaze when the folder is absent),
+in one process:
+
+- reference: :func:`wsslib.gaze.reference_heatmap` (fixations drawn on a 768 x 768 canvas,
+  ``scipy.ndimage.gaussian_filter`` with sigma 70, min-max, bilinear resize). It takes about
+  0.3-0.7 s an image, so it is timed on a seeded random subset of ``reference_subset`` images and
+  scaled to all of them (``reference_images_timed`` says how many were timed);
+- separable: :func:`wsslib.gaze.gaze_heatmaps` on all images (batched ``(H, N) @ (N, W)``
+  products, images of one size together).
+
+Both ways run on ONE CPU thread by default (``threads=1``; scipy's filter is single-threaded, and
+on a shared machine one thread also gives steadier times); the separable way may run on a GPU
+with ``device="cuda"``.
+
+Prints one JSON line: ``images``, ``reference_s`` (scaled to all images),
+``reference_images_timed``, ``separable_s``, ``speedup`` = reference_s / separable_s, and
+``max_abs_diff`` between the two on the timed subset; plus ``dataset``, ``device``, ``threads``.
+Decoding the images (to learn their sizes) is not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data import generate_synthetic, get_dataset
+from ..errors import DatasetNotFoundError
+from ..gaze import PAPER_SIGMA_FRAC, gaze_heatmaps, reference_heatmap
+from ..utils import resolve_device
+
+__all__ = ["main", "run"]
+
+
+def _load(
+    n: int | None, data_root: str | Path | None, seed: int
+) -> tuple[str, list[np.ndarray], list[tuple[int, int]]]:
+    """(data set name, fixations, image sizes) of Kvasir-SEG, else of ``n`` synthetic images."""
+    try:
+        ds = get_dataset("kvasir-seg", root=data_root, split="all")
+        count = len(ds) if n is None else min(n, len(ds))
+        fix, sizes = [], []
+        for i in range(count):
+            s = ds[i]
+            if s.gaze is None:
+                raise DatasetNotFoundError("kvasir-seg", ds.root, hint=f"no gaze file (kvasir_fixation.csv) for {s.id}")
+            fix.append(s.gaze)
+            sizes.append(tuple(s.image.shape[:2]))
+        return "kvasir-seg", fix, sizes
+    except DatasetNotFoundError:
+        if data_root is not None:
+            raise
+    syn = generate_synthetic(1000 if n is None else n, size=256, seed=seed)
+    return "synthetic", list(syn["gaze"]), [syn["images"].shape[1:3]] * len(syn["gaze"])
+
+
+def run(
+    n: int | None = None,
+    data_root: str | Path | None = None,
+    reference_subset: int = 50,
+    seed: int = 0,
+    device: str | None = None,
+    threads: int | None = 1,
+) -> dict:
+    """Time both ways; return the JSON record described in the module docstring.
+
+    Args:
+        n: number of images (``None``: all 1000 Kvasir-SEG images, or 1000 synthetic ones).
+        data_root: the Kvasir-SEG folder (``None``: the defaults of :func:`wsslib.data.find_root`;
+            synthetic data when none is found). A given root that is missing raises.
+        reference_subset: images timed the reference way (scaled to all).
+        seed: picks the reference subset (and seeds the synthetic data).
+        device: where the separable way runs (``None``: CPU, like the reference).
+        threads: torch CPU threads while timing (restored afterwards); ``None`` leaves torch's.
+    """
+    name, fix, sizes = _load(n, data_root, seed)
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        rec = _time_both(name, fix, sizes, reference_subset, seed, device)
+    finally:
+        torch.set_num_threads(old_threads)
+    rec["threads"] = torch.get_num_threads() if threads is None else int(threads)
+    return rec
+
+
+def _time_both(name: str, fix: list, sizes: list, reference_subset: int, seed: int, device: str | None) -> dict:
+    count = len(fix)
+    dev = torch.device("cpu") if device is None else resolve_device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+    gaze_heatmaps(fix[: min(count, 8)], sizes[: min(count, 8)], device=dev)  # warm-up (allocator, kernels)
+    sync()
+    t0 = time.perf_counter()
+    maps = gaze_heatmaps(fix, sizes, sigma_frac=PAPER_SIGMA_FRAC, device=dev)
+    sync()
+    separable_s = time.perf_counter() - t0
+
+    subset = np.sort(np.random.default_rng(seed).permutation(count)[: max(1, min(reference_subset, count))])
+    max_diff = 0.0
+    reference_timed = 0.0
+    for i in subset.tolist():
+        t0 = time.perf_counter()
+        ref = reference_heatmap(fix[i], sizes[i], canvas=768, sigma=70.0)
+        reference_timed += time.perf_counter() - t0
+        max_diff = max(max_diff, float((ref - maps[i].cpu()).abs().max()))
+    reference_s = reference_timed * count / len(subset)
+    return {
+        "images": count,
+        "reference_s": round(reference_s, 3),
+        "reference_images_timed": int(len(subset)),
+        "separable_s": round(separable_s, 4),
+        "speedup": round(reference_s / separable_s, 1),
+        "max_abs_diff": float(f"{max_diff:.3g}"),
+        "dataset": name,
+        "device": str(dev),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry: ``python -m wsslib.bench.gaze [--n N] [--data-root DIR] ...``."""
+    p = argparse.ArgumentParser(prog="wsslib bench gaze", description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=None, help="images (default: all 1000 Kvasir-SEG, or 1000 synthetic)")
+    p.add_argument("--data-root", default=None, help="Kvasir-SEG folder (default: search; synthetic if absent)")
+    p.add_argument("--reference-subset", type=int, default=50, help="images timed the reference way, scaled")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="device of the separable way (default cpu)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads while timing (0: leave as is)")
+    a = p.parse_args(argv)
+    rec = run(n=a.n, data_root=a.data_root, reference_subset=a.reference_subset, seed=a.seed,
+              device=a.device, threads=a.threads or None)
+    print(json.dumps(rec))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
