@@ -449,7 +449,7 @@ def train_ccam(
     gen = torch.Generator().manual_seed(seed)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         bar = tqdm(total=steps, desc="CCAM")
     history: list[dict] = []
@@ -552,7 +552,7 @@ def ccam_maps(
     device = next(model.parameters()).device
     starts: Any = range(0, n, batch_size)
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         starts = tqdm(starts, desc="CCAM maps")
     with _eval_mode(model):

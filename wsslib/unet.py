@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .errors import ShapeError
 from .metrics import segmentation_scores

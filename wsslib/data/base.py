@@ -14,7 +14,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..errors import DataError, DatasetNotFoundError
 from ..registry import Registry
