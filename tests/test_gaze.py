@@ -165,6 +165,43 @@ def test_pseudo_masks_on_synthetic():
     torch.testing.assert_close(pm2.refined, pm2.heatmaps)
 
 
+def test_crf_max_side_matches_native(shared_data):
+    """The CRF on a copy downscaled to 256 px (sxy scaled) gives the native-resolution masks."""
+    ds = get_dataset("kvasir-seg", root=shared_data / "kvasir-seg", split="valid")
+    samples = [ds[i] for i in range(8)]
+    maps = gaze_heatmaps([s.gaze for s in samples], [s.image.shape[:2] for s in samples])
+    native = [crf_refine(s.image, hm) for s, hm in zip(samples, maps)]
+    small = [crf_refine(s.image, hm, max_side=256) for s, hm in zip(samples, maps)]
+    assert all(a.shape == b.shape == s.mask.shape for a, b, s in zip(native, small, samples))
+    truth = [s.mask for s in samples]
+    d_native, d_small = map_scores(native, truth, (0.5,))[0.5]["dice"], map_scores(small, truth, (0.5,))[0.5]["dice"]
+    assert abs(d_native - d_small) < 0.01
+    agree = np.mean([float(((a > 0.5) == (b > 0.5)).float().mean()) for a, b in zip(native, small)])
+    assert agree > 0.98
+
+
+def test_crf_max_side_leaves_small_images_alone():
+    img = np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8)
+    heat = np.random.default_rng(1).random((40, 30)).astype(np.float32)
+    torch.testing.assert_close(crf_refine(img, heat, max_side=64), crf_refine(img, heat))
+    assert crf_refine(img, heat, max_side=20).shape == (40, 30)
+
+
+def test_pseudo_mask_set_select():
+    ds = get_dataset("synthetic", split="valid", n=40, size=32)
+    pm = pseudo_masks(ds, size=24, crf=False, progress=False)
+    assert len(pm.fixations) == len(pm) and pm.sizes == [(32, 32)] * len(pm)
+    sub = pm.select([3, 1])
+    assert sub.ids == [pm.ids[3], pm.ids[1]] and sub.levels == pm.levels
+    torch.testing.assert_close(sub.refined, pm.refined[[3, 1]])
+    assert torch.equal(sub.masks, pm.masks[[3, 1]]) and np.array_equal(sub.fixations[0], pm.fixations[3])
+    mask = torch.zeros(len(pm), dtype=torch.bool)
+    mask[2] = True
+    assert pm.select(mask).ids == [pm.ids[2]] and len(pm.select(slice(0, 5))) == 5
+    with pytest.raises(IndexError):
+        pm.select([len(pm)])
+
+
 def test_map_scores_perfect_and_empty():
     maps = [torch.tensor([[0.9, 0.1], [0.8, 0.2]]), torch.zeros(3, 3)]
     truth = [np.array([[True, False], [True, False]]), np.zeros((3, 3), bool)]
@@ -179,6 +216,24 @@ def test_real_kvasir_heatmap_pseudo_mask_quality(shared_data):
     maps = gaze_heatmaps([s.gaze for s in samples], [s.image.shape[:2] for s in samples])
     dice = map_scores(maps, [s.mask for s in samples], (0.5,))[0.5]["dice"]
     assert dice > 0.6
+
+
+def test_real_kvasir_crf_pseudo_masks_all_1000_images(shared_data):
+    """Acceptance (issue 4): heatmap + CRF pseudo-masks at 0.5 reach Dice >= 0.74 over all 1000
+    Kvasir-SEG images (per-image Dice at native resolution, averaged).
+
+    The CRF runs on copies whose longest side is 256 px (``max_side``; sxy scaled), which
+    ``test_crf_max_side_matches_native`` shows changes nothing: at native resolution the same
+    number is 0.762 (measured once, ~7 CPU minutes); this takes ~1.5 min with 2 workers. The paper's code: 0.751.
+    """
+    ds = get_dataset("kvasir-seg", root=shared_data / "kvasir-seg", split="all")
+    assert len(ds) == 1000
+    pm = pseudo_masks(ds, size=32, levels=(0.5, 0.3), crf=True, crf_params={"max_side": 256},
+                      score_thresholds=(0.5,), progress=False, workers=2)
+    crf_dice = pm.scores["refined"][0.5]
+    assert crf_dice["n_images"] == 1000 and crf_dice["n_excluded"] == 0
+    assert crf_dice["dice"] >= 0.74
+    assert pm.scores["heatmap"][0.5]["dice"] >= 0.7
 
 
 def test_bench_gaze_record(capsys):

@@ -138,3 +138,29 @@ def test_lpp_backward_matches_autograd():
         f_ref = f.detach().float().requires_grad_(True)
         (_lpp_unfold(f_ref, cosine=sim == "cosine") * up).sum().backward()
         torch.testing.assert_close(f32.grad, f_ref.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_lpp_values_equal_classifier_of_propagated_features():
+    """classifier(lpp(f)) == lpp(f, values=classifier(f)): forward, gradients, and in forward_train."""
+    g = torch.Generator().manual_seed(2)
+    for sim in ("cosine", "dot"):
+        f = torch.randn(2, 4, 6, 7, generator=g, dtype=torch.float64, requires_grad=True)
+        v = torch.randn(2, 1, 6, 7, generator=g, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda a, b: lpp(a, similarity=sim, values=b), (f, v), fast_mode=True)
+    net = UNet(widths=(8, 16), feat_ch=8)
+    x = torch.rand(2, 3, 12, 12)
+    logits, feats = net(x)
+    ref = net.classifier(lpp(feats))
+    fast = lpp(feats, values=logits)
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+    g_ref = torch.autograd.grad(ref.square().sum(), list(net.parameters()), retain_graph=True)
+    g_fast = torch.autograd.grad(fast.square().sum(), list(net.parameters()))
+    for a, b in zip(g_ref, g_fast):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    model = MultiLevelUNet(2, **SMALL)
+    lg, prop = model.forward_train(x)
+    for lvl, sub in enumerate(model.nets):
+        _, ft = sub(x)
+        torch.testing.assert_close(prop[:, lvl : lvl + 1], sub.classifier(lpp(ft)), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ShapeError):
+        lpp(feats, values=torch.zeros(2, 1, 5, 12))

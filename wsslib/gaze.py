@@ -27,6 +27,7 @@ Coordinate convention: a fixation ``(x, y)`` is normalised to ``[0, 1]``, ``x`` 
 from __future__ import annotations
 
 import math
+import multiprocessing
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -314,6 +315,7 @@ def crf_refine(
     compat: float = 1.0,
     iters: int = 10,
     eps: float = 1e-5,
+    max_side: int | None = None,
 ) -> torch.Tensor:
     """Dense-CRF refinement of a heatmap (the paper's ``crf_inference``), soft output.
 
@@ -327,6 +329,11 @@ def crf_refine(
         sxy, srgb, compat, iters: the paper's values by default. ``sxy`` is in pixels of
             ``image``: the paper ran at the original Kvasir-SEG resolution, the shared copy is
             downsized about 1.2x (scale ``sxy`` by the downsizing factor to match exactly).
+        max_side: if the image's longest side exceeds it, run the CRF on a copy downscaled to
+            that longest side (antialiased; ``sxy`` scaled by the same factor, so the pairwise
+            term covers the same part of the image) and upsample the soft map bilinearly. The
+            CRF's cost is linear in the pixels: ``max_side=256`` on a 512 px image is ~4x faster.
+            ``None`` (default): native resolution, as the paper.
 
     Returns:
         ``(H, W) float32`` CPU tensor: the CRF's marginal probability of the foreground.
@@ -343,6 +350,16 @@ def crf_refine(
     if h_map.shape != image.shape[:2]:
         raise ShapeError(f"heatmap: expected shape {image.shape[:2]} (the image's H, W), got {h_map.shape}")
     h, w = h_map.shape
+    if max_side is not None and max(h, w) > int(max_side):
+        scale = int(max_side) / max(h, w)
+        small = (max(1, round(h * scale)), max(1, round(w * scale)))
+        img_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+        img_s = F.interpolate(img_t, size=small, mode="bilinear", align_corners=False, antialias=True)
+        img_s = img_s[0].round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        heat_s = F.interpolate(torch.from_numpy(h_map.astype(np.float32))[None, None], size=small, mode="bilinear",
+                               align_corners=False, antialias=True)[0, 0].clamp_(0.0, 1.0)
+        q_s = crf_refine(img_s, heat_s, sxy=sxy * scale, srgb=srgb, compat=compat, iters=iters, eps=eps)
+        return F.interpolate(q_s[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0].clamp_(0.0, 1.0)
     p = np.clip(h_map.astype(np.float32), eps, 1.0 - eps)
     probs = np.stack([1.0 - p, p])  # (2, H, W)
     crf = dcrf.DenseCRF2D(w, h, 2)
@@ -414,6 +431,8 @@ class PseudoMaskSet:
         scores: when ``score_thresholds`` was given: ``{"heatmap": {t: scores}, "refined":
             {t: scores}}`` with :func:`wsslib.metrics.segmentation_scores` dicts measured at
             each image's NATIVE resolution against its true mask (images with a mask only).
+        fixations: ``N`` arrays ``(N_i, 3)`` (x, y in [0, 1], duration), as the samples held them.
+        sizes: ``N`` native ``(H, W)`` sizes (to evaluate predictions at native resolution).
     """
 
     images: torch.Tensor
@@ -425,9 +444,49 @@ class PseudoMaskSet:
     levels: tuple[float, ...]
     ids: list[str]
     scores: dict = field(default_factory=dict)
+    fixations: list = field(default_factory=list)
+    sizes: list = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def select(self, index: Sequence[int] | slice | torch.Tensor) -> PseudoMaskSet:
+        """The images at ``index`` (positions, a slice or a bool mask) as a new set.
+
+        ``scores`` stay those of the whole set (they are aggregates, not per image).
+
+        Example:
+            >>> pm = PseudoMaskSet(torch.zeros(3, 3, 4, 4), torch.zeros(3, 4, 4), torch.zeros(3, 4, 4),
+            ...                    torch.zeros(3, 1, 4, 4, dtype=torch.bool), torch.zeros(3, 4, 4, dtype=torch.bool),
+            ...                    torch.ones(3, dtype=torch.bool), (0.5,), ["a", "b", "c"])
+            >>> pm.select([2, 0]).ids, len(pm.select(slice(1, None)))
+            (['c', 'a'], 2)
+        """
+        n = len(self.ids)
+        if isinstance(index, slice):
+            pos = list(range(n))[index]
+        else:
+            t = torch.as_tensor(index)
+            if t.dtype == torch.bool:
+                if t.shape != (n,):
+                    raise ShapeError(f"a bool index must have shape ({n},), got {tuple(t.shape)}")
+                t = torch.nonzero(t).flatten()
+            pos = [int(i) for i in t.reshape(-1).tolist()]
+            bad = [i for i in pos if not -n <= i < n]
+            if bad:
+                raise IndexError(f"index {bad[0]} is out of range for a set of {n} images")
+        idx = torch.tensor(pos, dtype=torch.long)
+
+        def pick(xs: list) -> list:
+            return [xs[i] for i in pos]
+
+        return PseudoMaskSet(
+            images=self.images[idx], heatmaps=self.heatmaps[idx], refined=self.refined[idx],
+            masks=self.masks[idx], truth=self.truth[idx], has_mask=self.has_mask[idx], levels=self.levels,
+            ids=pick(self.ids), scores=self.scores,
+            fixations=pick(self.fixations) if self.fixations else [],
+            sizes=pick(self.sizes) if self.sizes else [],
+        )
 
 
 def _resize(t: torch.Tensor, size: int, antialias: bool) -> torch.Tensor:
@@ -463,7 +522,8 @@ def pseudo_masks(
         levels: thresholds of the ``m`` levels (:func:`default_levels`).
         crf: refine with :func:`crf_refine` (``False``: pseudo-masks from the heatmaps).
         sigma_frac: heatmap sigma as a fraction of each side.
-        crf_params: keyword arguments for :func:`crf_refine` (``sxy``, ``srgb``, ``compat``, ``iters``).
+        crf_params: keyword arguments for :func:`crf_refine` (``sxy``, ``srgb``, ``compat``, ``iters``,
+            ``max_side``).
         score_thresholds: if given, also score heatmap and refined maps at these thresholds at
             native resolution (``PseudoMaskSet.scores``).
         use_duration: duration-weighted fixations (see :func:`gaze_heatmaps_batched`).
@@ -484,12 +544,14 @@ def pseudo_masks(
     accs = {kind: {t: SegmentationAccumulator() for t in thr_scores} for kind in ("heatmap", "refined")}
     total = len(samples) if hasattr(samples, "__len__") else None  # type: ignore[arg-type]
     it = iter(samples)
-    images, heat, refined, truth, has_mask, ids = [], [], [], [], [], []
+    images, heat, refined, truth, has_mask, ids, fixations, sizes = [], [], [], [], [], [], [], []
     bar = tqdm(total=total, desc="pseudo-masks" + (" + CRF" if crf else ""), disable=not progress)
-    pool = ProcessPoolExecutor(max_workers=workers) if crf and workers > 1 else None
+    # spawn, not fork: a process forked from one whose torch/OpenMP threads hold locks can hang
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) \
+        if crf and workers > 1 else None
     try:
         _pseudo_mask_chunks(it, chunk, crf, crf_params, sigma_frac, use_duration, size, thr_scores, accs, pool, bar,
-                            (images, heat, refined, truth, has_mask, ids))
+                            (images, heat, refined, truth, has_mask, ids, fixations, sizes))
     finally:
         bar.close()
         if pool is not None:
@@ -508,6 +570,8 @@ def pseudo_masks(
         levels=levels,
         ids=ids,
         scores=scores,
+        fixations=fixations,
+        sizes=sizes,
     )
 
 
@@ -518,7 +582,7 @@ def _crf_numpy(image: np.ndarray, heatmap: np.ndarray, params: dict) -> np.ndarr
 
 def _pseudo_mask_chunks(it, chunk, crf, crf_params, sigma_frac, use_duration, size, thr_scores, accs, pool, bar, out):
     """The body of :func:`pseudo_masks`: fills the lists in ``out`` chunk by chunk."""
-    images, heat, refined, truth, has_mask, ids = out
+    images, heat, refined, truth, has_mask, ids, fixations, sizes = out
     while True:
         batch = [s for _, s in zip(range(chunk), it)]
         if not batch:
@@ -526,8 +590,8 @@ def _pseudo_mask_chunks(it, chunk, crf, crf_params, sigma_frac, use_duration, si
         for s in batch:
             if s.gaze is None:
                 raise DataError(f"sample {s.id!r} has no gaze fixations: pseudo_masks needs a data set with gaze")
-        sizes = [s.image.shape[:2] for s in batch]
-        maps = gaze_heatmaps([s.gaze for s in batch], sizes, sigma_frac, None, use_duration)
+        batch_sizes = [s.image.shape[:2] for s in batch]
+        maps = gaze_heatmaps([s.gaze for s in batch], batch_sizes, sigma_frac, None, use_duration)
         if not crf:
             refs = maps
         elif pool is not None:
@@ -553,6 +617,8 @@ def _pseudo_mask_chunks(it, chunk, crf, crf_params, sigma_frac, use_duration, si
                 truth.append(torch.zeros((size, size), dtype=torch.bool))
             has_mask.append(s.mask is not None)
             ids.append(str(s.id))
+            fixations.append(np.asarray(s.gaze, dtype=np.float32))
+            sizes.append(tuple(int(v) for v in s.image.shape[:2]))
             bar.update(1)
 
 
