@@ -95,7 +95,10 @@ def test_classification_rows(doc):
 
 def test_brats_without_data_gives_a_clear_message(tmp_path):
     papermill = pytest.importorskip("papermill")
+    missing = tmp_path / "data" / "brats2020"
     with pytest.raises(papermill.PapermillExecutionError) as e:
         papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "out.ipynb"), progress_bar=False,
-                                   parameters={"dataset": "brats", "smoke": True, "results_dir": str(tmp_path)})
-    assert "data_download.sh" in str(e.value) and "issue 8" in str(e.value)
+                                   parameters={"dataset": "brats2020", "data_root": str(missing), "smoke": True,
+                                               "results_dir": str(tmp_path)})
+    msg = str(e.value)
+    assert "DatasetNotFoundError" in msg and str(missing) in msg and "data_download.sh" in msg and "brats2020" in msg

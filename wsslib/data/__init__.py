@@ -19,12 +19,23 @@ from .base import (
     register_dataset,
     to_tensors,
 )
+from .fire import FireSegmentation
 from .io import read_image, read_mask
+from .nci_isbi import NCIISBI
+from .pets import OxfordPets
 from .polyp import KvasirSEG, PolypGen
+from .sources import load_sources
 from .synthetic import SyntheticDataset, generate_synthetic
+from .tbx11k import TBX11K
+from .volumes import BraTS2020, DecathlonProstate
 
 __all__ = [
+    "BraTS2020",
+    "DecathlonProstate",
+    "FireSegmentation",
     "KvasirSEG",
+    "NCIISBI",
+    "OxfordPets",
     "PolypGen",
     "Sample",
     "SyntheticDataset",
@@ -34,9 +45,11 @@ __all__ = [
     "generate_synthetic",
     "get_dataset",
     "list_datasets",
+    "load_sources",
     "load_splits",
     "read_image",
     "read_mask",
     "register_dataset",
+    "TBX11K",
     "to_tensors",
 ]

@@ -6,8 +6,9 @@ Layouts read (``root`` as resolved by :func:`wsslib.data.find_root`):
   ``boxes.csv`` (image, label, xmin, ymin, xmax, ymax) and ``gaze/kvasir_fixation.csv``
   (the downsized copy in ``../shared/data``); or the official zip: ``images/*.jpg``,
   ``masks/*.jpg`` of the same names, ``kavsir_bboxes.json``, no manifest, possibly inside a
-  ``Kvasir-SEG/`` folder. The gaze file (``kvasir_fixation.csv``) may sit anywhere under ``root``;
-  without it ``Sample.gaze`` is ``None``. Every Kvasir-SEG image holds a polyp (label 1).
+  ``Kvasir-SEG/`` folder. The gaze file (``kvasir_fixation.csv``) may sit anywhere under ``root``
+  (``./data_download.sh gaze`` puts it in ``<root>/gaze/``); without it ``Sample.gaze`` is ``None``.
+  Every Kvasir-SEG image holds a polyp (label 1).
 * ``polypgen``: ``manifest.csv`` (image, mask, width, height, source_split, label, fg_fraction)
   or, without it, ``images/*`` and ``masks/*`` of the same stem (``<stem>_mask`` accepted),
   the label then read from the mask (non-empty = 1). No boxes, no gaze.
@@ -182,6 +183,7 @@ class KvasirSEG(_PolypFolder):
     name = "kvasir-seg"
 
     def _data_root(self, root: Path) -> Path:
+        self._given_root = root  # ./data_download.sh gaze puts the gaze file in <root>/gaze beside Kvasir-SEG/
         nested = root / "Kvasir-SEG"  # the official zip unpacks into this folder
         if not (root / "images").is_dir() and (nested / "images").is_dir():
             root = nested
@@ -227,6 +229,8 @@ class KvasirSEG(_PolypFolder):
         path = self.root / "gaze" / "kvasir_fixation.csv"
         if not path.is_file():
             path = next(iter(sorted(self.root.rglob("kvasir_fixation.csv"))), None)
+            if path is None and self._given_root != self.root:
+                path = next(iter(sorted(self._given_root.rglob("kvasir_fixation.csv"))), None)
             if path is None:
                 return None
         fields = ("CURRENT_FIX_X", "CURRENT_FIX_Y", "CURRENT_FIX_DURATION")
