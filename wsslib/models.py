@@ -562,12 +562,30 @@ def _smallcnn(pretrained: bool = False, weights_dir: str | Path | None = None, w
 # --------------------------------------------------------------------------------------------
 
 
-def save_checkpoint(model: Classifier, path: str | Path, **meta: Any) -> Path:
+def save_checkpoint(
+    model: Classifier,
+    path: str | Path,
+    *,
+    image_size: int | None = None,
+    map_threshold: float | None = None,
+    **meta: Any,
+) -> Path:
     """Write ``model`` to ``path`` atomically (temporary file in the same folder + ``os.replace``).
 
-    The file holds ``{"state_dict", "name", "num_classes", "dropout", "kwargs", "meta"}``;
-    ``meta`` (e.g. epoch, val_loss, seed) must be made of plain Python values / tensors so that
-    :func:`load_checkpoint` can read it with ``weights_only=True``.
+    The file holds ``{"state_dict", "name", "num_classes", "dropout", "kwargs", "image_size",
+    "map_threshold", "meta"}``: the backbone's name, its builder options and the head dropout
+    rebuild the model; ``image_size`` (the side ``S`` of the ``S x S`` images it was trained on)
+    and ``map_threshold`` (the CAM/fused-map threshold chosen on validation data) are what
+    ``wsslib annotate`` needs to use it. ``meta`` (e.g. epoch, val_loss, seed) must be made of
+    plain Python values / tensors so that :func:`load_checkpoint` can read it with
+    ``weights_only=True``.
+
+    Args:
+        model: a :class:`Classifier` built by :func:`create_model`.
+        path: file to write (folders are created).
+        image_size: training image side ``S`` (None: unknown; annotate then needs ``--size``).
+        map_threshold: map threshold in [0, 1] (None: unknown).
+        **meta: anything else worth keeping.
 
     Returns:
         The path written.
@@ -575,6 +593,10 @@ def save_checkpoint(model: Classifier, path: str | Path, **meta: Any) -> Path:
     cfg = getattr(model, "config", None)
     if not isinstance(model, Classifier) or not cfg or cfg.get("name") not in _REGISTRY:
         raise ValueError("save_checkpoint needs a Classifier built by create_model (its name must be registered)")
+    if image_size is not None and (int(image_size) != image_size or int(image_size) < 1):
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+    if map_threshold is not None and not 0.0 <= float(map_threshold) <= 1.0:
+        raise ValueError(f"map_threshold must be in [0, 1], got {map_threshold!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -583,6 +605,8 @@ def save_checkpoint(model: Classifier, path: str | Path, **meta: Any) -> Path:
         "num_classes": cfg["num_classes"],
         "dropout": float(model.dropout.p),
         "kwargs": dict(cfg["kwargs"]),
+        "image_size": None if image_size is None else int(image_size),
+        "map_threshold": None if map_threshold is None else float(map_threshold),
         "meta": dict(meta),
     }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -604,7 +628,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
     Reads with ``torch.load(..., weights_only=True)``; rebuilds through :func:`create_model`
     (random init, no weight lookup) and loads the state_dict strictly. The returned model is in
-    eval mode and carries the saved ``meta`` dict as ``model.meta``.
+    eval mode and carries the saved ``meta`` dict as ``model.meta``, and ``model.image_size`` /
+    ``model.map_threshold`` (None when the checkpoint does not record them).
 
     Raises:
         DataError: the file is missing, unreadable, not a wsslib checkpoint, or does not fit.
@@ -628,4 +653,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except RuntimeError as e:
         raise DataError(f"{path}: state_dict does not fit {ckpt['name']}: {e}") from e
     model.meta = dict(ckpt.get("meta", {}))
+    model.image_size = ckpt.get("image_size")
+    model.map_threshold = ckpt.get("map_threshold")
     return model.to(map_location).eval()
