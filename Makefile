@@ -1,5 +1,6 @@
 # wsslib: the two commands of the README's Quick start.
 #   make reproduce   set up .venv if missing, run every notebook (full mode, embedded default)
+#                    and write runs/<timestamp>/report.md (ARGS="--only 05 -p seed=1" passes options on)
 #   make test        set up .venv if missing, run the whole test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -17,10 +18,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 reproduce: $(STAMP)
-	$(BIN)/wsslib reproduce --out runs
+	$(BIN)/wsslib reproduce --out runs $(ARGS)
 
 smoke: $(STAMP)
-	$(BIN)/wsslib reproduce --smoke --out runs
+	$(BIN)/wsslib reproduce --smoke --out runs $(ARGS)
 
 test: $(STAMP)
 	WSSLIB_SMOKE=1 MPLBACKEND=Agg $(BIN)/python -m pytest

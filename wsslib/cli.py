@@ -1,7 +1,11 @@
 """The ``wsslib`` command line.
 
-    wsslib reproduce [--smoke] [--only 00,03] [--out runs] [-p key=value ...]
+    wsslib reproduce [--smoke] [--only 00,03] [--dataset NAME] [--out runs] [-p key=value ...]
+                     (runs/<timestamp>/: executed notebooks, results JSON, report.md/html)
     wsslib bench NAME [options]      (NAME: aax, gaze, ...; each prints one JSON line)
+    wsslib annotate IMAGES_DIR --models CKPT... --out OUT_DIR [--theta 0.1] [--k 20] [--batch N]
+                    [--device auto] [--size S] [--map-threshold T]   (AAX masks, resumable;
+                    runs under torchrun too: torchrun --nproc_per_node 2 -m wsslib.cli annotate ...)
 """
 
 from __future__ import annotations
@@ -22,10 +26,14 @@ def _parse_value(text: str):
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import find_notebooks, new_run_dir, run_notebooks
+    from .reproduce import find_notebooks, new_run_dir, print_summary, run_notebooks, write_report
 
     only = [o.strip() for o in args.only.split(",")] if args.only else None
-    notebooks = find_notebooks(args.notebooks, only)
+    try:
+        notebooks = find_notebooks(args.notebooks, only)
+    except FileNotFoundError as e:
+        print(f"wsslib reproduce: {e}", file=sys.stderr)
+        return 2
     params = {}
     for kv in args.param or []:
         if "=" not in kv:
@@ -37,13 +45,33 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         params["dataset"] = args.dataset
     out = new_run_dir(args.out)
     print(f"Running {len(notebooks)} notebook(s) into {out}", flush=True)
-    runs = run_notebooks(out, notebooks=notebooks, smoke=args.smoke, parameters=params)
-    failed = [r for r in runs if r.error]
-    print("\nSummary:")
-    for r in runs:
-        print(f"  {r.notebook:32s} {r.seconds:7.1f} s  {'FAILED: ' + r.error if r.error else 'ok'}")
-    print(f"Results: {out}")
-    return 1 if failed else 0
+    runs = run_notebooks(out, notebooks=notebooks, smoke=args.smoke, parameters=params, timeout=args.timeout,
+                         progress=not args.quiet)
+    md, page = write_report(out, runs, smoke=args.smoke, parameters=params, also_to=args.out,
+                            command="wsslib reproduce " + " ".join(args.argv))
+    print_summary(runs)
+    print(f"Results: {out}\nReport:  {md} and {page.name} (also {Path(args.out) / 'report.md'})")
+    return 1 if any(r.error for r in runs) else 0
+
+
+def _cmd_annotate(args: argparse.Namespace) -> int:
+    from .annotate import annotate, format_summary
+    from .distributed import is_main_process
+    from .errors import DataError
+
+    try:
+        res = annotate(
+            args.images_dir, args.models, args.out, theta=args.theta, k=args.k, batch_size=args.batch,
+            device=args.device, size=args.size, map_threshold=args.map_threshold, fusion=args.fusion,
+            method=args.method, seed=args.seed, category=args.category, workers=args.workers,
+            retry_errors=args.retry_errors, progress=not args.quiet,
+        )
+    except (DataError, ValueError) as e:
+        print(f"wsslib annotate: {e}", file=sys.stderr)
+        return 2
+    if is_main_process():
+        print(format_summary(res), flush=True)
+    return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -77,7 +105,30 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--out", default="runs", type=Path, help="base folder (default runs/)")
     rep.add_argument("--notebooks", type=Path, default=None, help="folder of notebooks (default: the project's)")
     rep.add_argument("-p", "--param", action="append", help="extra notebook parameter key=value")
+    rep.add_argument("--timeout", type=float, default=None, help="seconds one cell may run (default: no limit)")
+    rep.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     rep.set_defaults(func=_cmd_reproduce)
+
+    ann = sub.add_parser("annotate", help="AAX masks, decisions and a review list for a folder of images (resumable)")
+    ann.add_argument("images_dir", type=Path, help="folder of jpg/png/tiff/bmp images (searched recursively)")
+    ann.add_argument("--models", nargs="+", required=True, type=Path, metavar="CKPT",
+                     help="checkpoints written by wsslib.models.save_checkpoint (the paper: 3)")
+    ann.add_argument("--out", required=True, type=Path, help="output folder; an existing one is resumed")
+    ann.add_argument("--theta", type=float, default=0.1, help="uncertainty threshold (default 0.1)")
+    ann.add_argument("--k", type=int, default=20, help="MC dropout passes per model (default 20)")
+    ann.add_argument("--batch", type=int, default=16, help="images per forward pass (default 16)")
+    ann.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
+    ann.add_argument("--size", type=int, default=None, help="model input side S (default: from the checkpoints)")
+    ann.add_argument("--map-threshold", type=float, default=None, help="mask threshold (default: from the checkpoints)")
+    ann.add_argument("--fusion", default="intersection", choices=["intersection", "union", "majority", "mean"],
+                     help="how the agreeing models' maps combine (paper: intersection)")
+    ann.add_argument("--method", default="xgradcam", choices=["xgradcam", "gradcam", "hirescam"], help="CAM method")
+    ann.add_argument("--seed", type=int, default=0, help="seed of the dropout masks")
+    ann.add_argument("--category", default="lesion", help="COCO category name (default lesion)")
+    ann.add_argument("--workers", type=int, default=2, help="threads decoding the next batch (default 2)")
+    ann.add_argument("--retry-errors", action="store_true", help="try again the files an earlier run could not read")
+    ann.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    ann.set_defaults(func=_cmd_annotate)
 
     ben = sub.add_parser("bench", help="run a benchmark (prints one JSON line)", add_help=False)
     ben.add_argument("name", help="benchmark name: " + ", ".join(_benchmarks()))
@@ -85,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ben.set_defaults(func=_cmd_bench)
 
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[2:] if argv is None else argv[1:])  # for the report
     return args.func(args)
 
 

@@ -18,15 +18,18 @@ import math
 import os
 import platform
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 __all__ = ["Timer", "provenance", "write_results", "read_results", "records_table"]
 
-_PACKAGES = ("wsslib", "torch", "torchvision", "fastai", "grad-cam", "numpy", "papermill")
+_PACKAGES = ("wsslib", "torch", "torchvision", "fastai", "grad-cam", "numpy", "scipy", "scikit-learn",
+             "pandas", "pydensecrf2", "papermill")
 
 
 class Timer:
@@ -56,21 +59,35 @@ def _git_commit() -> str | None:
 
 
 def provenance(seed: int | None, device: Any, seconds: float | None) -> dict[str, Any]:
-    """Where a result came from: git commit, package versions, seed, device, run time."""
+    """Where a result came from: git commit, package versions, seed, device, run time, and the
+    machine (host, date in UTC, platform, CPUs available, torch's thread count, the GPU's name)."""
     versions = {"python": platform.python_version()}
     for pkg in _PACKAGES:
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
-    return {
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count()
+    out = {
         "git": _git_commit(),
         "versions": versions,
         "seed": seed,
         "device": str(device),
         "seconds": None if seconds is None else round(float(seconds), 2),
         "host": platform.node(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "cpus": cpus,
     }
+    torch = sys.modules.get("torch")  # only when the caller uses torch: no import for this
+    if torch is not None:
+        out["torch_threads"] = torch.get_num_threads()
+        if str(device).startswith("cuda") and torch.cuda.is_available():
+            out["gpu"] = torch.cuda.get_device_name(torch.device(str(device)))
+    return out
 
 
 def _clean(x: Any) -> Any:
