@@ -479,7 +479,7 @@ def train_ccam(
                     sums[key] += float(val.detach())
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(epoch=epoch, loss=f"{float(terms.total):.3f}")
+                    bar.set_postfix(epoch=epoch, loss=f"{float(terms.total.detach()):.3f}")
             history.append({"epoch": epoch, **{k: v / per_epoch for k, v in sums.items()},
                             "lr": opt.param_groups[0]["lr"]})
     finally:
