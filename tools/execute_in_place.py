@@ -36,6 +36,10 @@ def execute_in_place(path: Path, params: dict) -> None:
                             cwd=str(path.parent), progress_bar=False)
     nb = nbformat.read(path, as_version=4)
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    meta = nb.metadata.get("papermill", {})  # the temporary results folder is no parameter of the notebook
+    meta["parameters"] = {}
+    for key in ("input_path", "output_path"):
+        meta.pop(key, None)
     nbformat.write(nb, path)
 
 
