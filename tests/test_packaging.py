@@ -6,7 +6,6 @@ import subprocess
 import tomllib
 
 import nbformat
-import pytest
 import yaml
 
 from conftest import ROOT

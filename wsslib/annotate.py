@@ -64,7 +64,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -85,6 +84,7 @@ from .inference import predict_explain
 from .models import Classifier, load_checkpoint
 from .thresholds import binarize
 from .uncertainty import sample_dropout_masks
+from .utils import atomic_write
 
 __all__ = [
     "ANNOTATE_SUFFIXES",
@@ -108,24 +108,6 @@ SUMMARY_JSON, RUN_JSON = "summary.json", "run.json"
 # --------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, data: bytes, fsync: bool = False) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``:
-    readers (and a resumed run) see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _remove_stale_temps(folder: Path) -> int:
@@ -425,12 +407,12 @@ class _Writer:
         self.crash_after = int(crash) if crash else None
 
     def mask(self, rel_mask: str, mask: np.ndarray) -> None:
-        _atomic_write(self.out / rel_mask, _encode_png(mask))
+        atomic_write(self.out / rel_mask, _encode_png(mask))
 
     def record(self, rec: dict[str, Any]) -> None:
         if self.crash_after is not None and self.written >= self.crash_after:
             os.kill(os.getpid(), signal.SIGKILL)  # test hook: die between a mask and its record
-        _atomic_write(self.journal / _journal_key(rec["file"]), _dumps(rec))
+        atomic_write(self.journal / _journal_key(rec["file"]), _dumps(rec))
         self.written += 1
 
 
@@ -521,7 +503,7 @@ def _write_outputs(out: Path, files: Sequence[str], records: dict[str, dict[str,
 
     for r in ok:  # a mask lost after its record was written (or never fetched from another node)
         if r["mask"] and not (out / r["mask"]).is_file():
-            _atomic_write(out / r["mask"], _encode_png(_rle_to_mask(r["rle"])))
+            atomic_write(out / r["mask"], _encode_png(_rle_to_mask(r["rle"])))
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -529,17 +511,17 @@ def _write_outputs(out: Path, files: Sequence[str], records: dict[str, dict[str,
     for r in ok:
         pu = [f"{v:.6f}" for pair in zip(r["p"], r["u"]) for v in pair]
         w.writerow([r["file"], r["decision"], *pu, r["mask"] or ""])
-    _atomic_write(out / DECISIONS_CSV, buf.getvalue().encode("utf-8"), fsync=True)
+    atomic_write(out / DECISIONS_CSV, buf.getvalue().encode("utf-8"), fsync=True)
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["file", "reason"])
     for r in bad:
         w.writerow([r["file"], r["reason"]])
-    _atomic_write(out / ERRORS_CSV, buf.getvalue().encode("utf-8"), fsync=True)
+    atomic_write(out / ERRORS_CSV, buf.getvalue().encode("utf-8"), fsync=True)
 
     flagged = [r["file"] for r in ok if r["decision"] == "flagged"]
-    _atomic_write(out / REVIEW / "flagged.txt", "".join(f + "\n" for f in flagged).encode("utf-8"), fsync=True)
+    atomic_write(out / REVIEW / "flagged.txt", "".join(f + "\n" for f in flagged).encode("utf-8"), fsync=True)
 
     images, annotations = [], []
     for image_id, r in enumerate(ok, start=1):
@@ -555,7 +537,7 @@ def _write_outputs(out: Path, files: Sequence[str], records: dict[str, dict[str,
         "annotations": annotations,
         "categories": [{"id": 1, "name": settings.category, "supercategory": settings.category}],
     }
-    _atomic_write(out / COCO_JSON, _dumps(coco), fsync=True)
+    atomic_write(out / COCO_JSON, _dumps(coco), fsync=True)
 
     counts = {name: sum(r["decision"] == name for r in ok) for name in DECISION_NAMES}
     counts["errors"] = len(bad)
@@ -569,7 +551,7 @@ def _write_outputs(out: Path, files: Sequence[str], records: dict[str, dict[str,
         "outputs": {"masks": MASKS + "/", "decisions": DECISIONS_CSV, "errors": ERRORS_CSV,
                     "review": f"{REVIEW}/flagged.txt", "coco": COCO_JSON, "journal": JOURNAL + "/"},
     }
-    _atomic_write(out / SUMMARY_JSON, _dumps(summary, indent=1), fsync=True)
+    atomic_write(out / SUMMARY_JSON, _dumps(summary, indent=1), fsync=True)
     return counts
 
 
@@ -600,7 +582,7 @@ def _prepare_run(out: Path, run: dict[str, Any]) -> str | None:
             _remove_stale_temps(out)
             return None
     _remove_stale_temps(out)
-    _atomic_write(path, _dumps(run, indent=1), fsync=True)
+    atomic_write(path, _dumps(run, indent=1), fsync=True)
     return None
 
 
@@ -753,8 +735,8 @@ def annotate(
             for _, recs in gathered[1:]:
                 for rec in recs:
                     if rec["status"] == "ok" and rec["mask"]:
-                        _atomic_write(out / rec["mask"], _encode_png(_rle_to_mask(rec["rle"])))
-                    _atomic_write(out / JOURNAL / _journal_key(rec["file"]), _dumps(rec))
+                        atomic_write(out / rec["mask"], _encode_png(_rle_to_mask(rec["rle"])))
+                    atomic_write(out / JOURNAL / _journal_key(rec["file"]), _dumps(rec))
 
     result = AnnotateResult(out_dir=out, n_images=len(files), n_new=n_new, n_resumed=plan["n_done"],
                             seconds=seconds, images_per_s=n_new / seconds if seconds > 0 else 0.0)

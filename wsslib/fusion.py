@@ -385,7 +385,6 @@ def grid_counts(
     g = _check_grid(grid)
     n_maps, n, h, w = m.shape
     hw = h * w
-    need_joint = any(o in ("or", "and") for o in ops)
     need_pick = any(o in ("<", ">") for o in ops)
     # '<' and '>' choose per image, so they need per-image histograms whatever the metric.
     joint = _histograms(m, t, g, joint_per_image=per_image or need_pick, chunk_pixels=chunk_pixels)

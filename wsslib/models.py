@@ -32,11 +32,11 @@ random initialisation.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
 import sys
-import tempfile
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -51,7 +51,7 @@ from torch import nn
 
 from .errors import DataError, ShapeError
 from .registry import Registry
-from .utils import check_shape
+from .utils import atomic_write, check_shape
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -609,18 +609,9 @@ def save_checkpoint(
         "map_threshold": None if map_threshold is None else float(map_threshold),
         "meta": dict(meta),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return atomic_write(path, buf.getvalue(), fsync=True)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Classifier:

@@ -601,7 +601,7 @@ def _markdown(sections, info, run_dir: Path, base: Path, max_rows: int) -> str:
     L = ["# wsslib reproduce: report", ""]
     L += [f"- date: {info['date']}", f"- mode: {info['mode']}", f"- host: {info['host']}",
           f"- git commit: {info['git']}",
-          f"- versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v)]
+          "- versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v)]
     if info["command"]:
         L.append(f"- command: `{info['command']}`")
     if info["parameters"]:

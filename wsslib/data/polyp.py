@@ -37,8 +37,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, DatasetNotFoundError
-from .base import Sample, WSSDataset, find_root, register_dataset
+from .base import Sample, find_root, register_dataset
 from .io import IMAGE_SUFFIXES, read_csv, read_image, read_mask
+from .records import RecordList
 
 SPLITS = ("train", "valid", "test", "all")
 SPLIT_DIR = Path(__file__).resolve().parent / "splits"
@@ -52,7 +53,7 @@ class _Record:
     label: int
 
 
-class _PolypFolder(WSSDataset):
+class _PolypFolder(RecordList):
     """A folder of images with same-named masks, a manifest or a glob, and a shipped split."""
 
     name: str
@@ -124,15 +125,6 @@ class _PolypFolder(WSSDataset):
                 f"{split_file} are missing, e.g. {missing[0]}; split='all' uses what is there",
             )
         return [unique[k] for k in wanted]
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def labels(self) -> np.ndarray:
-        return np.array([r.label for r in self._records], dtype=np.int64)
-
-    def ids(self) -> list[str]:
-        return [r.id for r in self._records]
 
     def _boxes(self, rec: _Record, height: int, width: int) -> np.ndarray:
         return np.zeros((0, 4), np.float32)

@@ -135,13 +135,10 @@ def boxes_to_mask(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     return mask
 
 
-class RecordDataset(WSSDataset):
-    """A list of :class:`Record` of one split; subclasses build ``self._records`` and may add gaze."""
+class RecordList(WSSDataset):
+    """A data set held as ``self._records``: any records with an ``id`` and a ``label``."""
 
-    name: str
-    split: str
-    root: Path
-    _records: list[Record]
+    _records: list
 
     def __len__(self) -> int:
         return len(self._records)
@@ -151,6 +148,15 @@ class RecordDataset(WSSDataset):
 
     def ids(self) -> list[str]:
         return [r.id for r in self._records]
+
+
+class RecordDataset(RecordList):
+    """A list of :class:`Record` of one split; subclasses build ``self._records`` and may add gaze."""
+
+    name: str
+    split: str
+    root: Path
+    _records: list[Record]
 
     def _read_image(self, rec: Record) -> np.ndarray:
         return read_image(rec.image)

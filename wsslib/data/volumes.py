@@ -118,20 +118,21 @@ class VolumeSlices(WSSDataset):
     """
 
     name: str
-    modalities: tuple[str, ...]
+    default_modalities: tuple[str, ...]
+    modalities: tuple[str, ...]  # the chosen ones, lower case
 
     def __init__(
         self,
-        root: str | Path | None,
-        split: str,
-        modalities: Sequence[str],
-        keep_empty: bool,
-        cache_dir: str | Path | None,
-        progress: bool,
+        root: str | Path | None = None,
+        split: str = "train",
+        modalities: Sequence[str] | None = None,
+        keep_empty: bool = False,
+        cache_dir: str | Path | None = None,
+        progress: bool = False,
     ) -> None:
         check_split(self.name, split)
         self.split = split
-        self.modalities = tuple(m.lower() for m in modalities)
+        self.modalities = tuple(m.lower() for m in (self.default_modalities if modalities is None else modalities))
         if not 1 <= len(self.modalities) <= 3:
             raise ValueError(f"{self.name}: give 1 to 3 modalities, got {modalities!r}")
         self.keep_empty = keep_empty
@@ -249,17 +250,7 @@ class BraTS2020(VolumeSlices):
     """
 
     name = "brats2020"
-
-    def __init__(
-        self,
-        root: str | Path | None = None,
-        split: str = "train",
-        modalities: Sequence[str] = ("flair", "t1ce", "t2"),
-        keep_empty: bool = False,
-        cache_dir: str | Path | None = None,
-        progress: bool = False,
-    ) -> None:
-        super().__init__(root, split, modalities, keep_empty, cache_dir, progress)
+    default_modalities = ("flair", "t1ce", "t2")
 
     def _volumes(self, base: Path) -> list[Volume]:
         cases = sorted({p.parent for p in base.rglob("*_flair.nii*") if not p.name.startswith("._")})
@@ -305,17 +296,7 @@ class DecathlonProstate(VolumeSlices):
     """
 
     name = "decathlon-prostate"
-
-    def __init__(
-        self,
-        root: str | Path | None = None,
-        split: str = "train",
-        modalities: Sequence[str] = ("adc",),
-        keep_empty: bool = False,
-        cache_dir: str | Path | None = None,
-        progress: bool = False,
-    ) -> None:
-        super().__init__(root, split, modalities, keep_empty, cache_dir, progress)
+    default_modalities = ("adc",)
 
     def _volumes(self, base: Path) -> list[Volume]:
         task = locate(self.name, base, "imagesTr", hint="it has no imagesTr/ folder (nor Task05_Prostate/imagesTr/)")
