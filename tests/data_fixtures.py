@@ -76,12 +76,32 @@ def nci_gaze(folder: Path) -> None:
     write_csv(folder / "nci-isbi_fixation.csv", GAZE_HEADER, fixation_rows(NCI_IDS["train"] + NCI_IDS["test"]))
 
 
+POLYPGEN_FRAMES = {  # id -> label, as the official layout below gives them
+    **{f"100H000{i}": 1 for i in range(1, 7)}, "C2_200": 0, "C2_201": 1,
+    **{f"seq9_neg_{i}": 0 for i in range(4)}, "C3_x": 1, "C4_x": 1,
+}
+
+
 def polypgen_zip(folder: Path) -> None:
-    """PolypGen2021_MultiCenterData_v3/data_C1/images_C1/*.jpg, masks_C1/*_mask.jpg."""
-    base, rng = folder / "PolypGen2021_MultiCenterData_v3" / "data_C1", _rng(2)
-    for name in ("100H0001", "100H0002"):
-        save_image(base / "images_C1" / f"{name}.jpg", rng.integers(0, 255, (24, 32, 3), dtype=np.uint8))
-        save_image(base / "masks_C1" / f"{name}_mask.jpg", (blob(24, 32, 12, 16, 5) * 255).astype(np.uint8))
+    """PolypGen2021_MultiCenterData_v3: data_C1/images_C1/*.jpg with masks_C1/*_mask.jpg (all
+    polyps), data_C2 with one empty mask, a negative-only sequence without masks, and the same
+    stem "x" in two centres (ids then get the folder tag)."""
+    top, rng = folder / "PolypGen2021_MultiCenterData_v3", _rng(2)
+    polyp = (blob(24, 32, 12, 16, 5) * 255).astype(np.uint8)
+
+    def frame(img_dir: Path, name: str, mask: np.ndarray | None) -> None:
+        save_image(img_dir / f"{name}.jpg", rng.integers(0, 255, (24, 32, 3), dtype=np.uint8))
+        if mask is not None:
+            save_image(img_dir.with_name(img_dir.name.replace("images_", "masks_")) / f"{name}_mask.jpg", mask)
+
+    for i in range(1, 7):
+        frame(top / "data_C1" / "images_C1", f"100H000{i}", polyp)
+    frame(top / "data_C2" / "images_C2", "C2_200", np.zeros((24, 32), np.uint8))
+    frame(top / "data_C2" / "images_C2", "C2_201", polyp)
+    for i in range(4):
+        frame(top / "sequenceData" / "negativeOnly" / "seq9_neg" / "images_seq9_neg", f"seq9_neg_{i}", None)
+    frame(top / "data_C3" / "images_C3", "x", polyp)
+    frame(top / "data_C4" / "images_C4", "x", polyp)
 
 
 PETS = [("Abyssinian_1", 1, 1, 1), ("Bengal_3", 6, 1, 4), ("Persian_2", 24, 1, 7), ("Siamese_5", 33, 1, 10),

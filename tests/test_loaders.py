@@ -331,3 +331,19 @@ def test_source_table_matches_registry_and_pins():
         assert r.access in ("direct", "manual") and r.url.startswith("https://")
         assert r.access == "direct" or r.steps, f"{r.name}: a manual set needs steps"
         assert all(alt.split("/")[0] in (r.name, "kvasir-seg", "nci-isbi") for g in r.provides for alt in g)
+
+
+def test_polypgen_official_layout(tmp_path):
+    """What ./data_download.sh polypgen unpacks: centre and sequence folders, negatives without masks."""
+    from wsslib.data import PolypGen
+
+    root = fx.build_set("polypgen", tmp_path / "polypgen")
+    ds = PolypGen(root, "all")
+    assert dict(zip(ds.ids(), ds.labels().tolist())) == fx.POLYPGEN_FRAMES
+    neg = ds[ds.ids().index("seq9_neg_0")]
+    assert neg.label == 0 and neg.mask.shape == (24, 32) and not neg.mask.any()
+    pos = ds[ds.ids().index("C3_x")]
+    assert pos.label == 1 and pos.mask.any() and pos.image.shape == (24, 32, 3)
+    parts = {s: PolypGen(root, s).ids() for s in ("train", "valid", "test")}
+    assert sorted(sum(parts.values(), [])) == sorted(fx.POLYPGEN_FRAMES)  # a partition
+    assert parts == {s: PolypGen(root, s).ids() for s in parts}  # the same every time

@@ -11,7 +11,13 @@ Layouts read (``root`` as resolved by :func:`wsslib.data.find_root`):
   Every Kvasir-SEG image holds a polyp (label 1).
 * ``polypgen``: ``manifest.csv`` (image, mask, width, height, source_split, label, fg_fraction)
   or, without it, ``images/*`` and ``masks/*`` of the same stem (``<stem>_mask`` accepted),
-  the label then read from the mask (non-empty = 1). No boxes, no gaze.
+  the label then read from the mask (non-empty = 1); or the official
+  ``PolypGen2021_MultiCenterData_v3`` layout (what ``./data_download.sh polypgen`` unpacks): every
+  ``images_<tag>/`` folder under ``root`` (``data_C1/images_C1``, ``sequenceData/.../images_seq1``,
+  ...) with its masks in the sibling ``masks_<tag>/`` (``<stem>_mask.<ext>`` or ``<stem>.<ext>``); a
+  folder without masks (negative-only sequences) gives label 0 and an empty mask. Its split is the
+  seeded stratified 70/15/15 rule of :mod:`wsslib.data.splitting` over the frames found. No boxes,
+  no gaze.
 
 Masks are binarised at > 127. Splits are fixed files shipped in ``splits/`` (columns id, split),
 made once and never regenerated:
@@ -40,6 +46,7 @@ from ..errors import DataError, DatasetNotFoundError
 from .base import Sample, find_root, register_dataset
 from .io import IMAGE_SUFFIXES, read_csv, read_image, read_mask
 from .records import RecordList
+from .splitting import stratified_split
 
 SPLITS = ("train", "valid", "test", "all")
 SPLIT_DIR = Path(__file__).resolve().parent / "splits"
@@ -49,7 +56,7 @@ SPLIT_DIR = Path(__file__).resolve().parent / "splits"
 class _Record:
     id: str
     image: Path
-    mask: Path
+    mask: Path | None  # None: a frame known to hold no object (empty mask)
     label: int
 
 
@@ -140,7 +147,7 @@ class _PolypFolder(RecordList):
         """
         rec = self._records[i]
         image = read_image(rec.image)
-        mask = read_mask(rec.mask)
+        mask = np.zeros(image.shape[:2], bool) if rec.mask is None else read_mask(rec.mask)
         if mask.shape != image.shape[:2]:
             raise DataError(
                 f"mask {rec.mask} is {mask.shape[1]}x{mask.shape[0]} (W x H) but its image {rec.image} "
@@ -271,6 +278,39 @@ class PolypGen(_PolypFolder):
 
     name = "polypgen"
 
+    def _data_root(self, root: Path) -> Path:
+        self._official = not (root / "images").is_dir() and bool(_official_image_dirs(root))
+        return root if self._official else super()._data_root(root)
+
+    def _official_records(self) -> list[_Record]:
+        """Frames of the official multi-centre layout (see the module doc)."""
+        found: list[tuple[str, Path, Path | None]] = []
+        for img_dir in _official_image_dirs(self.root):
+            tag = img_dir.name[len("images_"):]
+            mask_dir = img_dir.with_name(f"masks_{tag}")
+            names = {p.name for p in mask_dir.iterdir()} if mask_dir.is_dir() else set()
+            for image in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+                mask = None
+                if mask_dir.is_dir():
+                    cands = [f"{image.stem}{t}{x}" for t in ("_mask", "") for x in (".jpg", ".png", ".tif", ".jpeg")]
+                    hit = next((n for n in cands if n in names), None)
+                    if hit is None:
+                        raise DataError(f"no mask for image {image}: expected {mask_dir / image.stem}_mask.jpg")
+                    mask = mask_dir / hit
+                found.append((tag, image, mask))
+        stems = [image.stem for _, image, _ in found]
+        clash = {st for st in stems if stems.count(st) > 1}
+        return [_Record(f"{tag}_{image.stem}" if image.stem in clash else image.stem, image, mask,
+                        0 if mask is None else int(read_mask(mask).any())) for tag, image, mask in found]
+
+    def _select(self, records: list[_Record]) -> list[_Record]:
+        if not self._official or self.split == "all":
+            return super()._select(records)
+        unique = {r.id: r for r in records}
+        ids = sorted(unique)
+        assign = stratified_split(ids, [unique[i].label for i in ids])
+        return [unique[i] for i in ids if assign[i] == self.split]
+
     def _manifest_records(self) -> list[_Record]:
         manifest = self.root / "manifest.csv"
         cols = read_csv(manifest, ("image", "mask", "label"))
@@ -283,4 +323,11 @@ class PolypGen(_PolypFolder):
         return records
 
     def _globbed_records(self) -> list[_Record]:
+        if self._official:
+            return self._official_records()
         return [_Record(image.stem, image, mask, int(read_mask(mask).any())) for image, mask in self._glob_pairs()]
+
+
+def _official_image_dirs(root: Path) -> list[Path]:
+    """The ``images_<tag>/`` folders of PolypGen's official layout under ``root``, sorted."""
+    return sorted(p for p in root.rglob("images_*") if p.is_dir() and not p.name.startswith("._"))
