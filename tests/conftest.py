@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from wsslib.reproduce import find_notebooks, run_notebooks
+from wsslib.apps.reproduce import find_notebooks, run_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("WSSLIB_SHARED_DATA", ROOT.parent / "shared" / "data"))

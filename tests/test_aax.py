@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-import wsslib.aax
-from wsslib.aax import (
+import wsslib.methods.aax
+from wsslib.methods.aax import (
     DECISION_NAMES,
     FUSIONS,
     Decision,
@@ -21,8 +21,8 @@ from wsslib.aax import (
     select_aax_threshold,
     single_model_decisions,
 )
-from wsslib.errors import DataError, ShapeError
-from wsslib.metrics import iou
+from wsslib.core.errors import DataError, ShapeError
+from wsslib.evaluate.metrics import iou
 from wsslib.models import create_model
 
 THETA, P_CUT = 0.1, 0.5
@@ -280,4 +280,4 @@ def test_explain_ensemble_shapes_and_seed():
 
 
 def test_doctests():
-    assert doctest.testmod(wsslib.aax, optionflags=doctest.ELLIPSIS).failed == 0
+    assert doctest.testmod(wsslib.methods.aax, optionflags=doctest.ELLIPSIS).failed == 0

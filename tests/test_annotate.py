@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from wsslib import cli
-from wsslib.annotate import CRASH_ENV, annotate, list_images, load_image
-from wsslib.errors import DataError
+from wsslib.apps import cli
+from wsslib.apps.annotate import CRASH_ENV, annotate, list_images, load_image
+from wsslib.core.errors import DataError
 from wsslib.models import create_model, load_checkpoint, save_checkpoint
 
 # pycocotools' decode under numpy 2 ("__array__ ... copy keyword"): not ours to fix
@@ -242,7 +242,7 @@ def _cli_killed(argv: list[str], crash_after: int) -> int:
     ``crash_after`` records; returns its exit code (a fresh process, not a fork: a fork of a
     process with torch's threads running can hang)."""
     env = {**os.environ, CRASH_ENV: str(crash_after)}
-    r = subprocess.run([sys.executable, "-m", "wsslib.cli", *argv], env=env, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "wsslib.apps.cli", *argv], env=env, capture_output=True, text=True,
                        timeout=300)
     return r.returncode
 

@@ -16,8 +16,8 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from wsslib.cams import FAST_METHODS, METHODS, compute_cams, minmax_per_image
-from wsslib.errors import ShapeError
+from wsslib.explain.cams import FAST_METHODS, METHODS, compute_cams, minmax_per_image
+from wsslib.core.errors import ShapeError
 from wsslib.models import Classifier, create_model, list_models
 
 SIZE = 64

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from wsslib.ccam import (
+from wsslib.explain.ccam import (
     CCAM,
     ccam_loss,
     ccam_maps,
@@ -17,7 +17,7 @@ from wsslib.ccam import (
     sim_min_loss,
     train_ccam,
 )
-from wsslib.errors import ShapeError
+from wsslib.core.errors import ShapeError
 from wsslib.models import create_model
 
 

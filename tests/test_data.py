@@ -24,7 +24,7 @@ from wsslib.data import (
     read_mask,
     to_tensors,
 )
-from wsslib.errors import DataError, DatasetNotFoundError
+from wsslib.core.errors import DataError, DatasetNotFoundError
 
 # ----------------------------------------------------------------------------------------------
 # synthetic data

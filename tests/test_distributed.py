@@ -27,7 +27,7 @@ import pytest
 import torch
 from PIL import Image
 
-from wsslib import distributed as wdist
+from wsslib.core import distributed as wdist
 from wsslib.models import create_model, save_checkpoint
 
 WORKER = textwrap.dedent('''
@@ -37,10 +37,11 @@ WORKER = textwrap.dedent('''
 
     import torch
 
-    from wsslib import distributed as wdist
-    from wsslib.annotate import annotate
+    from wsslib.core import distributed as wdist
+    from wsslib.apps.annotate import annotate
     from wsslib.models import create_model
-    from wsslib.train import train_classifier
+    from wsslib.data.base import TensorBatch
+    from wsslib.models.training import ClassifierTrainConfig, train_classifier
 
 
     def data():
@@ -51,15 +52,15 @@ WORKER = textwrap.dedent('''
         xv = torch.rand(16, 3, 32, 32, generator=g)
         yv = torch.arange(16) % 2
         xv[yv == 1, 0] = (xv[yv == 1, 0] + 0.4).clamp(0, 1)
-        return x, y, xv, yv
+        return TensorBatch(x, y), TensorBatch(xv, yv)
 
 
     def train_once(out):
         torch.manual_seed(1)
         model = create_model("smallcnn", dropout=0.0, width=8)
         init = {k: v.clone() for k, v in model.state_dict().items()}
-        res = train_classifier(model, *data(), lr=3e-3, batch_size=8, epochs=3, patience=None,
-                               progress=False, device="cpu", seed=5)
+        res = train_classifier(model, *data(), ClassifierTrainConfig(lr=3e-3, batch_size=8, epochs=3, patience=None, seed=5),
+                               progress=False, device="cpu")
         if wdist.is_main_process():
             torch.save({"init": init, "state": model.state_dict(), "history": res.history,
                         "best": res.best_epoch, "world": wdist.dist_info().world_size,

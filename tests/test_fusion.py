@@ -10,11 +10,11 @@ import math
 import pytest
 import torch
 
-import wsslib.fusion
-from wsslib import fusion
-from wsslib.bench import thresholds as bench
-from wsslib.errors import DataError, ShapeError
-from wsslib.metrics import confusion, scores_from_counts
+import wsslib.methods.ensembles
+from wsslib.methods import ensembles as fusion
+from wsslib.apps.bench import thresholds as bench
+from wsslib.core.errors import DataError, ShapeError
+from wsslib.evaluate.metrics import confusion, scores_from_counts
 
 METRICS = ["dice", "iou", "pooled_dice", "pooled_iou", "miou_fg_bg", "dsc_paper"]
 
@@ -55,7 +55,7 @@ def _ref_fuse(masks: torch.Tensor, op: str) -> torch.Tensor:
 
 
 def test_doctests():
-    assert doctest.testmod(wsslib.fusion, optionflags=doctest.ELLIPSIS).failed == 0
+    assert doctest.testmod(wsslib.methods.ensembles, optionflags=doctest.ELLIPSIS).failed == 0
 
 
 def test_threshold_grid():

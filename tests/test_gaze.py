@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from wsslib.data import generate_synthetic, get_dataset
-from wsslib.errors import DataError, ShapeError
-from wsslib.gaze import (
+from wsslib.core.errors import DataError, ShapeError
+from wsslib.methods.gaze import (
     PseudoMaskSet,
     crf_refine,
     default_levels,
@@ -237,7 +237,7 @@ def test_real_kvasir_crf_pseudo_masks_all_1000_images(shared_data):
 
 
 def test_bench_gaze_record(capsys):
-    from wsslib.bench.gaze import main, run
+    from wsslib.apps.bench.gaze import main, run
 
     rec = run(n=3, reference_subset=1)
     assert set(rec) >= {"images", "reference_s", "reference_images_timed", "separable_s", "speedup", "max_abs_diff"}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from wsslib.bench import aax as bench_aax
-from wsslib.cams import compute_cams
-from wsslib.inference import predict_explain
+from wsslib.apps.bench import aax as bench_aax
+from wsslib.explain.cams import compute_cams
+from wsslib.explain.inference import predict_explain
 from wsslib.models import create_model
-from wsslib.uncertainty import mc_predict, sample_dropout_masks
+from wsslib.explain.uncertainty import mc_predict, sample_dropout_masks
 
 
 @pytest.mark.parametrize("name", ["smallcnn", "resnet18", "vit_small"])

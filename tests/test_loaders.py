@@ -25,7 +25,7 @@ from wsslib.data import (
 from wsslib.data.records import boxes_to_mask, read_binary_mask
 from wsslib.data.sources import load_sources, source_names
 from wsslib.data.splitting import grouped_split, stratified_split
-from wsslib.errors import DataError, DatasetNotFoundError
+from wsslib.core.errors import DataError, DatasetNotFoundError
 
 NEW_SETS = ("tbx11k", "fire", "oxford-pets", "decathlon-prostate", "brats2020", "nci-isbi")
 

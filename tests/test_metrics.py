@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-import wsslib.baselines
-import wsslib.metrics
-from wsslib.baselines import centre_prior, empty_masks, mean_foreground_share
-from wsslib.errors import ShapeError
-from wsslib.metrics import (
+import wsslib.evaluate.baselines
+import wsslib.evaluate.metrics
+from wsslib.evaluate.baselines import centre_prior, empty_masks, mean_foreground_share
+from wsslib.core.errors import ShapeError
+from wsslib.evaluate.metrics import (
     SCORE_KEYS,
     SegmentationAccumulator,
     accuracy,
@@ -289,7 +289,7 @@ def test_mean_foreground_share():
         mean_foreground_share(m.float())
 
 
-@pytest.mark.parametrize("module", [wsslib.metrics, wsslib.baselines])
+@pytest.mark.parametrize("module", [wsslib.evaluate.metrics, wsslib.evaluate.baselines])
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0

@@ -11,7 +11,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from wsslib.errors import DataError, ShapeError
+from wsslib.core.errors import DataError, ShapeError
 from wsslib.models import (
     Classifier,
     WeightsNotFoundWarning,

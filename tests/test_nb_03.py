@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from nbresults import rows
 
-from wsslib.metrics import dsc_from_miou
+from wsslib.evaluate.metrics import dsc_from_miou
 
 NB = "03_cam_ensembles"
 ORDER = ["Empty", "centre prior", "model A", "model B", "or", "<", ">", "and"]

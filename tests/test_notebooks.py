@@ -11,7 +11,7 @@ import math
 import pytest
 from nbresults import rows
 
-from wsslib.reproduce import find_notebooks
+from wsslib.apps.reproduce import find_notebooks
 
 NOTEBOOKS = find_notebooks()
 

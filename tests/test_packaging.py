@@ -9,7 +9,7 @@ import nbformat
 import yaml
 
 from conftest import ROOT
-from wsslib.cli import main
+from wsslib.apps.cli import main
 
 
 def _pyproject_pins() -> set[str]:

@@ -10,8 +10,8 @@ import re
 import nbformat
 import pytest
 
-from wsslib.cli import main
-from wsslib.reproduce import CellFailure, NotebookRun, PeakMemory, _table_views, find_notebooks, write_report
+from wsslib.apps.cli import main
+from wsslib.apps.reproduce import CellFailure, NotebookRun, PeakMemory, _table_views, find_notebooks, write_report
 
 PARAMS = 'smoke = False\nresults_dir = "results"\nseed = 0\n'
 

@@ -7,10 +7,10 @@ import doctest
 import pytest
 import torch
 
-import wsslib.thresholds
-from wsslib.errors import DataError, ShapeError
-from wsslib.metrics import segmentation_scores
-from wsslib.thresholds import ThresholdResult, binarize, default_grid, select_threshold
+import wsslib.evaluate.thresholds
+from wsslib.core.errors import DataError, ShapeError
+from wsslib.evaluate.metrics import segmentation_scores
+from wsslib.evaluate.thresholds import ThresholdResult, binarize, default_grid, select_threshold
 
 METRICS = ["dice", "iou", "pooled_dice", "pooled_iou", "miou_fg_bg"]
 
@@ -144,5 +144,5 @@ def test_select_threshold_cuda_matches_cpu():
 
 
 def test_docstring_examples_run():
-    result = doctest.testmod(wsslib.thresholds)
+    result = doctest.testmod(wsslib.evaluate.thresholds)
     assert result.failed == 0 and result.attempted > 0

@@ -7,7 +7,8 @@ import torch
 
 from wsslib.data import get_dataset, to_tensors
 from wsslib.models import create_model, list_models
-from wsslib.train import AAXLoss, train_classifier
+from wsslib.data.base import TensorBatch
+from wsslib.models.training import AAXLoss, ClassifierTrainConfig, train_classifier
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +16,7 @@ def tiny():
     """16 train and 8 valid synthetic images at 32 px."""
     tr = to_tensors(get_dataset("synthetic", split="train", n=40, size=32, seed=3))
     va = to_tensors(get_dataset("synthetic", split="valid", n=40, size=32, seed=3))
-    return tr.images[:16], tr.labels[:16], va.images[:8], va.labels[:8]
+    return TensorBatch(tr.images[:16], tr.labels[:16]), TensorBatch(va.images[:8], va.labels[:8])
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -23,7 +24,7 @@ def test_every_backbone_trains_one_epoch(name, tiny):
     kw = {"image_size": 32} if name == "vit_small" else {}
     model = create_model(name, **kw)
     before = [p.detach().clone() for p in model.parameters()]
-    res = train_classifier(model, *tiny, epochs=1, batch_size=8, lr=1e-3, progress=False, device="cpu")
+    res = train_classifier(model, *tiny, ClassifierTrainConfig(epochs=1, batch_size=8, lr=1e-3), progress=False, device="cpu")
     assert len(res.history) == 1
     h = res.history[0]
     assert {"train_loss", "valid_loss", "accuracy"} <= h.keys()
@@ -35,27 +36,35 @@ def test_every_backbone_trains_one_epoch(name, tiny):
 def test_training_is_deterministic_for_a_seed(tiny):
     runs = []
     for _ in range(2):
-        torch.manual_seed(123)  # model init is the caller's; training seeds the rest
-        m = create_model("smallcnn")
-        runs.append(train_classifier(m, *tiny, epochs=2, batch_size=8, lr=1e-3, progress=False, seed=7).history)
+        m = create_model("smallcnn", seed=123)
+        runs.append(train_classifier(m, *tiny, ClassifierTrainConfig(epochs=2, batch_size=8, lr=1e-3, seed=7), progress=False).history)
     assert runs[0] == runs[1]
+
+
+def test_library_calls_leave_global_random_state_alone(tiny):
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    m = create_model("smallcnn", seed=1)
+    train_classifier(m, *tiny, ClassifierTrainConfig(epochs=1, batch_size=8, seed=2), progress=False)
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_best_epoch_weights_are_kept(tiny):
     torch.manual_seed(0)
     m = create_model("smallcnn")
-    res = train_classifier(m, *tiny, epochs=4, batch_size=8, lr=3e-2, progress=False, patience=None)
+    res = train_classifier(m, *tiny, ClassifierTrainConfig(epochs=4, batch_size=8, lr=3e-2, patience=None), progress=False)
     best = res.best_epoch
     assert res.history[best]["valid_loss"] == min(h["valid_loss"] for h in res.history)
     with torch.no_grad():
-        loss = torch.nn.functional.cross_entropy(res.model(tiny[2]), tiny[3]).item()
+        loss = torch.nn.functional.cross_entropy(res.model(tiny[1].images), tiny[1].labels).item()
     assert loss == pytest.approx(res.history[best]["valid_loss"], rel=1e-4)
 
 
 def test_early_stopping_stops(tiny):
     torch.manual_seed(0)
     m = create_model("smallcnn")
-    res = train_classifier(m, *tiny, epochs=30, batch_size=8, lr=0.5, patience=1, progress=False)
+    res = train_classifier(m, *tiny, ClassifierTrainConfig(epochs=30, batch_size=8, lr=0.5, patience=1), progress=False)
     assert len(res.history) < 30
 
 
@@ -74,6 +83,6 @@ def test_aax_variance_loss():
 def test_training_with_variance_term(tiny):
     torch.manual_seed(0)
     m = create_model("smallcnn", dropout=0.5)
-    res = train_classifier(m, *tiny, epochs=1, batch_size=8, variance_lambda=1.0, variance_k=3, progress=False)
+    res = train_classifier(m, *tiny, ClassifierTrainConfig(epochs=1, batch_size=8, variance_lambda=1.0, variance_k=3), progress=False)
     assert res.history and torch.isfinite(torch.tensor(res.history[0]["valid_loss"]))
-    assert m(tiny[0][:2]).shape == (2, 2)  # the plain classifier comes back, not the K-head wrapper
+    assert m(tiny[0].images[:2]).shape == (2, 2)  # the plain classifier comes back, not the K-head wrapper

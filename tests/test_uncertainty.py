@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from wsslib.errors import ShapeError
+from wsslib.core.errors import ShapeError
 from wsslib.models import Classifier, create_model, list_models
-from wsslib.uncertainty import MCResult, mc_predict, sample_dropout_masks
+from wsslib.explain.uncertainty import MCResult, mc_predict, sample_dropout_masks
 
 SIZE = 64
 

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from wsslib.data import get_dataset, to_tensors
-from wsslib.errors import ShapeError
-from wsslib.metrics import segmentation_scores
-from wsslib.unet import MultiLevelUNet, UNet, lpp, multilevel_loss, paper_config, predict, train_multilevel
+from wsslib.core.errors import ShapeError
+from wsslib.evaluate.metrics import segmentation_scores
+from wsslib.models.unet import MultiLevelUNet, UNet, lpp, multilevel_loss, paper_config, predict, train_multilevel
 
 SMALL = {"widths": (8, 16), "feat_ch": 8}
 

@@ -8,7 +8,7 @@ torch.Size([6, 3, 64, 64])
 
 from __future__ import annotations
 
-from .base import (
+from wsslib.data.base import (
     Sample,
     TensorBatch,
     WSSDataset,
@@ -19,15 +19,15 @@ from .base import (
     register_dataset,
     to_tensors,
 )
-from .fire import FireSegmentation
-from .io import read_image, read_mask
-from .nci_isbi import NCIISBI
-from .pets import OxfordPets
-from .polyp import KvasirSEG, PolypGen
-from .sources import load_sources
-from .synthetic import SyntheticDataset, generate_synthetic
-from .tbx11k import TBX11K
-from .volumes import BraTS2020, DecathlonProstate
+from wsslib.data.fire import FireSegmentation
+from wsslib.data.io import read_image, read_mask
+from wsslib.data.nci_isbi import NCIISBI
+from wsslib.data.pets import OxfordPets
+from wsslib.data.polyp import KvasirSEG, PolypGen
+from wsslib.data.sources import load_sources
+from wsslib.data.synthetic import SyntheticDataset, generate_synthetic
+from wsslib.data.tbx11k import TBX11K
+from wsslib.data.volumes import BraTS2020, DecathlonProstate
 
 __all__ = [
     "BraTS2020",

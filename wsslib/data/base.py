@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..errors import DataError, DatasetNotFoundError
-from ..registry import Registry
+from wsslib.core.errors import DataError, DatasetNotFoundError
+from wsslib.core.registry import Registry
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,19 +80,33 @@ class TensorBatch:
     Attributes:
         images: ``(N, 3, S, S) float32`` in [0, 1].
         labels: ``(N,) int64``.
-        masks: ``(N, S, S) bool``; all False where the image has no mask.
-        has_mask: ``(N,) bool``, True where ``masks[i]`` is a real annotation.
-        ids: ``N`` image ids.
+        masks: ``(N, S, S) bool``; all False where the image has no mask (None: no masks).
+        has_mask: ``(N,) bool``, True where ``masks[i]`` is a real annotation (None: no masks).
+        ids: ``N`` image ids (None: unnamed).
+
+    A trainer of classifiers needs only ``images`` and ``labels``:
+    ``TensorBatch(images, labels)`` is enough.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
-    masks: torch.Tensor
-    has_mask: torch.Tensor
-    ids: list[str]
+    masks: torch.Tensor | None = None
+    has_mask: torch.Tensor | None = None
+    ids: list[str] | None = None
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor | Sequence[int]) -> TensorBatch:
+        """The images at ``index`` (int indices or an (N,) bool mask), as a new TensorBatch."""
+        idx = torch.as_tensor(index)
+        if idx.dtype == torch.bool:
+            idx = torch.nonzero(idx).flatten()
+        ids = None if self.ids is None else [self.ids[int(i)] for i in idx]
+        return TensorBatch(
+            self.images[idx], self.labels[idx],
+            None if self.masks is None else self.masks[idx],
+            None if self.has_mask is None else self.has_mask[idx], ids)
 
 
 def to_tensors(ds: WSSDataset, size: int | None = None, progress: bool = False) -> TensorBatch:

@@ -20,11 +20,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import DatasetNotFoundError
-from .base import find_root, register_dataset
-from .io import IMAGE_SUFFIXES
-from .records import Record, RecordDataset, check_split, files_by_stem, locate
-from .splitting import stratified_split
+from wsslib.core.errors import DatasetNotFoundError
+from wsslib.data.base import find_root, register_dataset
+from wsslib.data.io import IMAGE_SUFFIXES
+from wsslib.data.records import Record, RecordDataset, check_split, files_by_stem, locate
+from wsslib.data.splitting import stratified_split
 
 
 def _norm(name: str) -> str:

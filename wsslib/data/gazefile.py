@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from .io import read_csv
+from wsslib.core.errors import DataError
+from wsslib.data.io import read_csv
 
 FIELDS = ("CURRENT_FIX_X", "CURRENT_FIX_Y", "CURRENT_FIX_DURATION")
 

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, DatasetNotFoundError
-from .base import find_root, register_dataset
-from .gazefile import find_gaze_file, read_fixations
-from .io import read_image
-from .records import Record, RecordDataset, check_split, locate, to_uint8
-from .splitting import grouped_split
+from wsslib.core.errors import DataError, DatasetNotFoundError
+from wsslib.data.base import find_root, register_dataset
+from wsslib.data.gazefile import find_gaze_file, read_fixations
+from wsslib.data.io import read_image
+from wsslib.data.records import Record, RecordDataset, check_split, locate, to_uint8
+from wsslib.data.splitting import grouped_split
 
 GAZE_FILE = "nci-isbi_fixation.csv"
 IMAGE_SUFFIXES = (".dcm", ".png", ".jpg", ".jpeg")

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import DataError, DatasetNotFoundError
-from .base import find_root, register_dataset
-from .records import Record, RecordDataset, check_split, locate
-from .splitting import stratified_split
+from wsslib.core.errors import DataError, DatasetNotFoundError
+from wsslib.data.base import find_root, register_dataset
+from wsslib.data.records import Record, RecordDataset, check_split, locate
+from wsslib.data.splitting import stratified_split
 
 SPECIES = {1: "cat", 2: "dog"}
 

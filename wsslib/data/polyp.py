@@ -42,11 +42,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, DatasetNotFoundError
-from .base import Sample, find_root, register_dataset
-from .io import IMAGE_SUFFIXES, read_csv, read_image, read_mask
-from .records import RecordList
-from .splitting import stratified_split
+from wsslib.core.errors import DataError, DatasetNotFoundError
+from wsslib.data.base import Sample, find_root, register_dataset
+from wsslib.data.io import IMAGE_SUFFIXES, read_csv, read_image, read_mask
+from wsslib.data.records import RecordList
+from wsslib.data.splitting import stratified_split
 
 SPLITS = ("train", "valid", "test", "all")
 SPLIT_DIR = Path(__file__).resolve().parent / "splits"

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError, DatasetNotFoundError
-from .base import Sample, WSSDataset
-from .io import _decode, read_image
+from wsslib.core.errors import DataError, DatasetNotFoundError
+from wsslib.data.base import Sample, WSSDataset
+from wsslib.data.io import _decode, read_image
 
 SPLITS = ("train", "valid", "test", "all")
 

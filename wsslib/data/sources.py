@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DataError
+from wsslib.core.errors import DataError
 
 SOURCES_PATH = Path(__file__).resolve().parent / "sources.tsv"
 COLUMNS = ("name", "file", "url", "size", "checksum", "access", "unpack", "dest", "provides", "licence", "steps")

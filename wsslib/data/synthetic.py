@@ -30,7 +30,7 @@ from typing import Literal
 
 import numpy as np
 
-from .base import Sample, WSSDataset, register_dataset
+from wsslib.data.base import Sample, WSSDataset, register_dataset
 
 Family = Literal["in", "ood"]
 FAMILY_CODES: dict[str, int] = {"in": 0, "ood": 1}

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, DatasetNotFoundError
-from .base import find_root, register_dataset
-from .records import Record, RecordDataset, check_split, locate
-from .splitting import stratified_split
+from wsslib.core.errors import DataError, DatasetNotFoundError
+from wsslib.data.base import find_root, register_dataset
+from wsslib.data.records import Record, RecordDataset, check_split, locate
+from wsslib.data.splitting import stratified_split
 
 PARTS = {"train": "TBX11K_train.json", "val": "TBX11K_val.json"}
 CATEGORIES = {1: "ActiveTuberculosis", 2: "ObsoletePulmonaryTuberculosis", 3: "PulmonaryTuberculosis"}

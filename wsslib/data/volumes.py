@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, DatasetNotFoundError
-from .base import Sample, WSSDataset, find_root, register_dataset
-from .records import check_split, locate, to_uint8
-from .splitting import grouped_split
+from wsslib.core.errors import DataError, DatasetNotFoundError
+from wsslib.data.base import Sample, WSSDataset, find_root, register_dataset
+from wsslib.data.records import check_split, locate, to_uint8
+from wsslib.data.splitting import grouped_split
 
 CACHE_FORMAT = 1
 

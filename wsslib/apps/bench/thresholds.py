@@ -26,8 +26,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .. import fusion
-from ..cams import minmax_per_image
+from wsslib.methods import ensembles as fusion
+from wsslib.explain.cams import minmax_per_image
 
 __all__ = ["main", "pseudo_cams", "run"]
 

@@ -5,7 +5,7 @@
     wsslib bench NAME [options]      (NAME: aax, gaze, ...; each prints one JSON line)
     wsslib annotate IMAGES_DIR --models CKPT... --out OUT_DIR [--theta 0.1] [--k 20] [--batch N]
                     [--device auto] [--size S] [--map-threshold T]   (AAX masks, resumable;
-                    runs under torchrun too: torchrun --nproc_per_node 2 -m wsslib.cli annotate ...)
+                    runs under torchrun too: torchrun --nproc_per_node 2 -m wsslib.apps.cli annotate ...)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _parse_value(text: str):
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import find_notebooks, new_run_dir, print_summary, run_notebooks, write_report
+    from wsslib.apps.reproduce import find_notebooks, new_run_dir, print_summary, run_notebooks, write_report
 
     only = [o.strip() for o in args.only.split(",")] if args.only else None
     try:
@@ -55,9 +55,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_annotate(args: argparse.Namespace) -> int:
-    from .annotate import annotate, format_summary
-    from .distributed import is_main_process
-    from .errors import DataError
+    from wsslib.apps.annotate import annotate, format_summary
+    from wsslib.core.distributed import is_main_process
+    from wsslib.core.errors import DataError
 
     try:
         res = annotate(
@@ -78,7 +78,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import importlib
 
     try:
-        mod = importlib.import_module(f"wsslib.bench.{args.name}")
+        mod = importlib.import_module(f"wsslib.apps.bench.{args.name}")
     except ModuleNotFoundError:
         print(f"wsslib bench: no benchmark named {args.name!r}; available: {', '.join(_benchmarks())}", file=sys.stderr)
         return 2
@@ -88,7 +88,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _benchmarks() -> list[str]:
     import pkgutil
 
-    from . import bench
+    from wsslib.apps import bench
 
     return sorted(m.name for m in pkgutil.iter_modules(bench.__path__))
 

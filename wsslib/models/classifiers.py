@@ -49,9 +49,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import DataError, ShapeError
-from .registry import Registry
-from .utils import atomic_write, check_shape
+from wsslib.core.errors import DataError, ShapeError
+from wsslib.core.registry import Registry
+from wsslib.core.utils import atomic_write, check_shape, rng_scope
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -328,6 +328,7 @@ def create_model(
     dropout: float = 0.5,
     weights: Literal["imagenet"] | None = None,
     weights_dir: str | Path | None = None,
+    seed: int = 0,
     **kwargs: Any,
 ) -> Classifier:
     """Build a registered model as a :class:`Classifier`.
@@ -339,6 +340,8 @@ def create_model(
         weights: ``None`` (random init) or ``"imagenet"`` (local torchvision file, see module doc;
             warns and keeps random init when absent).
         weights_dir: extra folder searched first for the weight file.
+        seed: seeds the random initialisation (of the head, and of the backbone without
+            weights); the caller's global random state is left untouched (:func:`rng_scope`).
         **kwargs: builder options (``vit_small``: ``image_size``, default 224).
 
     Returns:
@@ -351,16 +354,17 @@ def create_model(
     builder = _REGISTRY.get(name)
     if weights not in (None, "imagenet"):
         raise ValueError(f"weights must be None or 'imagenet', got {weights!r}")
-    bb = builder(pretrained=weights == "imagenet", weights_dir=weights_dir, **kwargs)
-    model = Classifier(
-        bb.features,
-        bb.num_features,
-        bb.target_layer,
-        num_classes=num_classes,
-        dropout=dropout,
-        reshape_transform=bb.reshape_transform,
-        name=name,
-    )
+    with rng_scope(seed):
+        bb = builder(pretrained=weights == "imagenet", weights_dir=weights_dir, **kwargs)
+        model = Classifier(
+            bb.features,
+            bb.num_features,
+            bb.target_layer,
+            num_classes=num_classes,
+            dropout=dropout,
+            reshape_transform=bb.reshape_transform,
+            name=name,
+        )
     model.config = {"name": name, "num_classes": int(num_classes), "dropout": float(dropout), "kwargs": dict(kwargs)}
     return model
 

@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .errors import DataError, ShapeError, WSSLibError
-from .metrics import SegmentationAccumulator
-from .utils import check_shape, resolve_device
+from wsslib.core.errors import DataError, ShapeError, WSSLibError
+from wsslib.evaluate.metrics import SegmentationAccumulator
+from wsslib.core.utils import check_shape, resolve_device
 
 __all__ = [
     "KVASIR_LEVELS",

@@ -59,8 +59,8 @@ from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from .errors import ShapeError
-from .utils import check_shape, eval_mode
+from wsslib.core.errors import ShapeError
+from wsslib.core.utils import check_shape, eval_mode
 
 __all__ = [
     "FAST_METHODS",

@@ -24,6 +24,7 @@ import contextlib
 import functools
 import io
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed as _dist
-from .errors import DataError
-from .utils import resolve_device, seed_everything
+from wsslib.core import distributed as _dist
+from wsslib.core.errors import DataError
+from wsslib.core.utils import resolve_device, rng_scope
+from wsslib.data.augment import FlipAugment
+from wsslib.data.base import TensorBatch
 
-__all__ = ["AAXLoss", "TrainResult", "train_classifier"]
+__all__ = ["AAXLoss", "ClassifierTrainConfig", "TrainResult", "train_classifier"]
 
 
 class _StochasticHeads(nn.Module):
@@ -103,86 +106,111 @@ _accuracy.__name__ = "accuracy"
 
 @dataclass
 class TrainResult:
-    """What :func:`train_classifier` returns.
+    """What every wsslib trainer returns (classifier, multi-level UNet, CCAM).
 
     Attributes:
-        model: the trained classifier (the best epoch's weights, in eval mode, on ``device``).
-        history: one dict per epoch: ``epoch``, ``train_loss``, ``valid_loss``, ``accuracy``.
-        best_epoch: the epoch whose weights were kept (0-based).
+        model: the trained network (the kept epoch's weights, in eval mode, on ``device``).
+        history: one dict per epoch (or per evaluation), with at least ``epoch`` and the losses
+            and validation scores the trainer records.
+        best_epoch: index into ``history`` of the kept weights.
+        seconds: wall time of the training.
         device: where the model lives.
     """
 
     model: nn.Module
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
+    seconds: float = 0.0
     device: str = "cpu"
 
 
-class _FlipAugment:
-    """Random horizontal and vertical flips of a training batch (B, 3, H, W), seeded.
+@dataclass(frozen=True)
+class ClassifierTrainConfig:
+    """How :func:`train_classifier` trains; defaults are the AAX paper's (Nasir et al.).
 
-    Under torch.distributed the draws are made for the global batch (``B * world_size``
-    images, the same on every process) and process ``rank`` uses its slice of them, so the
-    flips equal those of a one-process run.
+    Attributes:
+        lr: Adam learning rate (paper: 1e-4); the peak rate when ``one_cycle``.
+        batch_size: paper: 16. Under torchrun the global batch, split evenly over processes.
+        epochs: maximum number of epochs (paper: 50).
+        patience: early stopping on the validation loss (paper: 5); None disables it. The
+            weights of the epoch with the lowest validation loss are kept either way.
+        variance_lambda: weight of the AAX variance term (0 = plain cross-entropy).
+        variance_k: stochastic head samples per image for the variance term.
+        weight_decay: Adam weight decay.
+        augment: random horizontal and vertical flips of training batches.
+        one_cycle: fastai's one-cycle schedule instead of a constant rate.
+        seed: seeds shuffling, flips and dropout (inside :func:`~wsslib.core.utils.rng_scope`).
     """
 
-    def __init__(self, seed: int, rank: int = 0, world_size: int = 1) -> None:
-        self.gen = torch.Generator().manual_seed(seed)
-        self.rank, self.world_size = rank, world_size
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        sl = slice(self.rank * b, (self.rank + 1) * b)
-        h = (torch.rand(b * self.world_size, generator=self.gen) < 0.5)[sl]
-        v = (torch.rand(b * self.world_size, generator=self.gen) < 0.5)[sl]
-        x = torch.where(h.view(b, 1, 1, 1).to(x.device), x.flip(-1), x)
-        return torch.where(v.view(b, 1, 1, 1).to(x.device), x.flip(-2), x)
+    lr: float = 1e-4
+    batch_size: int = 16
+    epochs: int = 50
+    patience: int | None = 5
+    variance_lambda: float = 0.0
+    variance_k: int = 4
+    weight_decay: float = 0.0
+    augment: bool = True
+    one_cycle: bool = False
+    seed: int = 0
 
 
 def train_classifier(
     model: nn.Module,
-    train_images: torch.Tensor,
-    train_labels: torch.Tensor,
-    valid_images: torch.Tensor,
-    valid_labels: torch.Tensor,
+    train: TensorBatch,
+    valid: TensorBatch,
+    config: ClassifierTrainConfig | None = None,
     *,
-    lr: float = 1e-4,
-    batch_size: int = 16,
-    epochs: int = 50,
-    patience: int | None = 5,
-    variance_lambda: float = 0.0,
-    variance_k: int = 4,
-    weight_decay: float = 0.0,
-    augment: bool = True,
-    one_cycle: bool = False,
     device: str | torch.device = "auto",
-    seed: int = 0,
     progress: bool = True,
 ) -> TrainResult:
     """Train a classifier on image-level labels with a fastai ``Learner``.
 
     Args:
         model: a :class:`wsslib.models.Classifier` (logits (B, C) from (B, 3, H, W) in [0, 1]).
-        train_images: (N, 3, H, W) float32 in [0, 1]; train_labels: (N,) int64.
-        valid_images: (M, 3, H, W) float32 in [0, 1]; valid_labels: (M,) int64.
-        lr: Adam learning rate (AAX paper: 1e-4). ``one_cycle`` uses fastai's one-cycle schedule
-            with ``lr`` as its peak instead of a constant rate.
-        batch_size: AAX paper: 16. Under torchrun this is the global batch, split evenly over
-            the processes (it must be divisible by their number).
-        epochs: maximum number of epochs (AAX paper: 50).
-        patience: early stopping on the validation loss (AAX paper: 5); None disables it.
-            The weights of the epoch with the lowest validation loss are kept either way.
-        variance_lambda: weight of the AAX variance term (0 = plain cross-entropy).
-        variance_k: stochastic head samples per image for the variance term.
-        augment: random flips of training batches.
+        train: ``.images`` (N, 3, H, W) float32 in [0, 1] and ``.labels`` (N,) int64
+            (a :class:`~wsslib.data.TensorBatch`).
+        valid: the same for the validation images (M, 3, H, W), (M,); early stopping and the
+            kept epoch use its loss.
+        config: a :class:`ClassifierTrainConfig` (default: the AAX paper's settings).
         device: "auto" (CUDA when present), "cpu", "cuda", ... Under torchrun, "auto"/"cuda"
             mean the GPU ``cuda:LOCAL_RANK``.
-        seed: seeds shuffling, flips, dropout and any fresh initialisation.
         progress: fastai progress bars and the per-epoch table.
 
     Returns:
-        A :class:`TrainResult` with the best model (eval mode) and the per-epoch history.
+        A :class:`TrainResult` with the best model (eval mode) and the per-epoch history
+        (``epoch``, ``train_loss``, ``valid_loss``, ``accuracy``).
+
+    Example:
+        >>> from wsslib.data import get_dataset, to_tensors
+        >>> from wsslib.models import create_model
+        >>> tr = to_tensors(get_dataset("synthetic", split="train", n=40, size=32))
+        >>> va = to_tensors(get_dataset("synthetic", split="valid", n=40, size=32))
+        >>> cfg = ClassifierTrainConfig(lr=1e-3, batch_size=8, epochs=1)
+        >>> res = train_classifier(create_model("smallcnn"), tr, va, cfg, device="cpu", progress=False)
+        >>> len(res.history), res.best_epoch
+        (1, 0)
     """
+    cfg = config or ClassifierTrainConfig()
+    t0 = time.perf_counter()
+    with rng_scope(cfg.seed):
+        res = _train_classifier(model, train.images, train.labels, valid.images, valid.labels, cfg, device, progress)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _train_classifier(
+    model: nn.Module,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    valid_images: torch.Tensor,
+    valid_labels: torch.Tensor,
+    cfg: ClassifierTrainConfig,
+    device: str | torch.device,
+    progress: bool,
+) -> TrainResult:
+    lr, batch_size, epochs, patience, seed = cfg.lr, cfg.batch_size, cfg.epochs, cfg.patience, cfg.seed
+    variance_lambda, variance_k, weight_decay = cfg.variance_lambda, cfg.variance_k, cfg.weight_decay
+    augment, one_cycle = cfg.augment, cfg.one_cycle
     _import_fastai()
     import fastai.callback.schedule  # noqa: F401 - patches Learner.fit_one_cycle
     from fastai.callback.tracker import EarlyStoppingCallback
@@ -194,7 +222,6 @@ def train_classifier(
     parts = _fastai_parts()
     info = _dist.init_distributed(device=device)  # no-op unless launched by torchrun with WORLD_SIZE > 1
     dev = _dist.device_for_rank(device) if info.distributed else resolve_device(device)
-    seed_everything(seed)
     train_ds = list(zip(train_images, train_labels))
     valid_ds = list(zip(valid_images, valid_labels))
     if info.distributed:
@@ -213,7 +240,7 @@ def train_classifier(
     valid_dl = DataLoader(valid_ds, bs=max(batch_size, 64), shuffle=False)
     dls = DataLoaders(train_dl, valid_dl, device=dev)
     if augment:
-        flip = _FlipAugment(seed, info.rank, info.world_size)
+        flip = FlipAugment(seed, info.rank, info.world_size)
         train_dl.after_batch = lambda b: (flip(b[0]), *b[1:])
     if info.rank > 0:  # distinct dropout draws per process (rank 0 keeps the one-process stream)
         torch.manual_seed(seed + info.rank)

@@ -75,16 +75,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__
-from . import distributed as _dist
-from .aax import DECISION_NAMES, FUSIONS, Decision, Fusion, decide, fuse_maps
-from .cams import FAST_METHODS
-from .errors import DataError
-from .inference import predict_explain
-from .models import Classifier, load_checkpoint
-from .thresholds import binarize
-from .uncertainty import sample_dropout_masks
-from .utils import atomic_write
+from wsslib import __version__
+from wsslib.core import distributed as _dist
+from wsslib.methods.aax import DECISION_NAMES, FUSIONS, Decision, Fusion, decide, fuse_maps
+from wsslib.explain.cams import FAST_METHODS
+from wsslib.core.errors import DataError
+from wsslib.explain.inference import predict_explain
+from wsslib.models.classifiers import Classifier, load_checkpoint
+from wsslib.evaluate.thresholds import binarize
+from wsslib.explain.uncertainty import sample_dropout_masks
+from wsslib.core.utils import atomic_write
 
 __all__ = [
     "ANNOTATE_SUFFIXES",

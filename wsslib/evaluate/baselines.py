@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from .metrics import as_bool_mask
+from wsslib.evaluate.metrics import as_bool_mask
 
 __all__ = ["centre_prior", "empty_masks", "mean_foreground_share"]
 

@@ -20,9 +20,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .cams import FAST_METHODS, _fast_cams, _keep_param_grads, _model_num_classes, _resolve_targets
-from .uncertainty import _check_model, heads_from_embedding, sample_dropout_masks
-from .utils import check_shape, eval_mode
+from wsslib.explain.cams import FAST_METHODS, _fast_cams, _keep_param_grads, _model_num_classes, _resolve_targets
+from wsslib.explain.uncertainty import _check_model, heads_from_embedding, sample_dropout_masks
+from wsslib.core.utils import check_shape, eval_mode
 
 __all__ = ["Explained", "predict_explain"]
 

@@ -39,9 +39,9 @@ from typing import Literal, NamedTuple, get_args
 
 import torch
 
-from .errors import DataError, ShapeError
-from .metrics import Counts, as_bool_mask, confusion, dsc_from_miou
-from .utils import check_same_shape, check_shape
+from wsslib.core.errors import DataError, ShapeError
+from wsslib.evaluate.metrics import Counts, as_bool_mask, confusion, dsc_from_miou
+from wsslib.core.utils import check_same_shape, check_shape
 
 __all__ = [
     "OPS",

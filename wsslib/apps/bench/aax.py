@@ -22,11 +22,11 @@ import time
 
 import torch
 
-from ..cams import compute_cams
-from ..inference import predict_explain
-from ..models import create_model
-from ..uncertainty import mc_predict, sample_dropout_masks
-from ..utils import resolve_device
+from wsslib.explain.cams import compute_cams
+from wsslib.explain.inference import predict_explain
+from wsslib.models.classifiers import create_model
+from wsslib.explain.uncertainty import mc_predict, sample_dropout_masks
+from wsslib.core.utils import resolve_device
 
 __all__ = ["run", "main"]
 

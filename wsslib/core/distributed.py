@@ -7,7 +7,7 @@ process group when ``WORLD_SIZE > 1``. Without torchrun everything here is a che
 (rank 0 of 1)::
 
     torchrun --nproc_per_node 4 train_my_ensemble.py          # one machine, 4 GPUs
-    torchrun --nproc_per_node 2 -m wsslib.cli annotate ...     # or: python -m torch.distributed.run
+    torchrun --nproc_per_node 2 -m wsslib.apps.cli annotate ...     # or: python -m torch.distributed.run
 
 Backend: ``nccl`` when CUDA is available, else ``gloo`` (CPU); ``$WSSLIB_DIST_BACKEND``
 overrides. ``$WSSLIB_DIST_TIMEOUT`` (seconds) sets the collective timeout (torch's default
@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .utils import resolve_device
+from wsslib.core.utils import resolve_device
 
 __all__ = [
     "CPUSyncBatchNorm",

@@ -31,8 +31,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .errors import ShapeError
-from .utils import check_same_shape, check_shape
+from wsslib.core.errors import ShapeError
+from wsslib.core.utils import check_same_shape, check_shape
 
 __all__ = [
     "SCORE_KEYS",

@@ -22,8 +22,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .errors import ShapeError
-from .utils import check_shape
+from wsslib.core.errors import ShapeError
+from wsslib.core.utils import check_shape
 
 __all__ = ["MCResult", "heads_from_embedding", "mc_predict", "sample_dropout_masks"]
 

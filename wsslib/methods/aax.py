@@ -52,11 +52,11 @@ from typing import Literal, NamedTuple, get_args
 import torch
 from torch import nn
 
-from .errors import DataError, ShapeError
-from .inference import predict_explain
-from .metrics import as_bool_mask, segmentation_scores
-from .thresholds import ThresholdMetric, ThresholdResult, binarize, select_threshold
-from .utils import check_shape
+from wsslib.core.errors import DataError, ShapeError
+from wsslib.explain.inference import predict_explain
+from wsslib.evaluate.metrics import as_bool_mask, segmentation_scores
+from wsslib.evaluate.thresholds import ThresholdMetric, ThresholdResult, binarize, select_threshold
+from wsslib.core.utils import check_shape
 
 __all__ = [
     "DECISION_NAMES",

@@ -47,7 +47,7 @@ __all__ = [
     "write_report",
 ]
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 _MARKER_TAGS = {"injected-parameters", "papermill-error-cell-tag"}  # cells papermill adds
 MAX_TABLE_ROWS = 30
@@ -505,7 +505,7 @@ def _provenance_line(prov: dict) -> list[tuple[str, str]]:
 
 
 def _run_provenance() -> dict:
-    from .report import provenance
+    from wsslib.reporting.results import provenance
 
     return provenance(None, "-", None)
 

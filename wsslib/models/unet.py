@@ -29,9 +29,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .errors import ShapeError
-from .metrics import segmentation_scores
-from .utils import check_shape, resolve_device
+from wsslib.core.errors import ShapeError
+from wsslib.evaluate.metrics import segmentation_scores
+from wsslib.core.utils import check_shape, resolve_device
 
 __all__ = [
     "MultiLevelUNet",

@@ -58,9 +58,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ShapeError
-from .models import Classifier, Normalize, create_model
-from .utils import check_shape, eval_mode, resolve_device
+from wsslib.core.errors import ShapeError
+from wsslib.models.classifiers import Classifier, Normalize, create_model
+from wsslib.core.utils import check_shape, eval_mode, resolve_device
 
 __all__ = [
     "CCAM",

@@ -12,17 +12,59 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ShapeError
+from wsslib.core.errors import ShapeError
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) for a reproducible run."""
+    """Seed Python, NumPy and torch (CPU and CUDA) globally: for scripts and notebooks.
+
+    No wsslib function calls this: library calls that draw random numbers take a ``seed`` and
+    run inside :func:`rng_scope`, which leaves the caller's random state as it found it.
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
-    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+
+
+@contextmanager
+def rng_scope(seed: int, devices: Sequence[torch.device | str | int] | None = None) -> Iterator[None]:
+    """Run a block with Python's, NumPy's and torch's global generators seeded by ``seed``, and
+    restore all of them afterwards.
+
+    Why not plain ``torch.Generator`` objects: dropout, weight initialisation, fastai's data
+    loaders and pytorch's modules draw from the global generators and take no generator
+    argument. This scope makes such a block reproducible from ``seed`` alone, while the caller's
+    own random streams continue as if the block had not run (``torch.random.fork_rng`` for torch,
+    saved state for Python and NumPy).
+
+    Args:
+        seed: any int; NumPy gets ``seed % 2**32``.
+        devices: CUDA devices whose generators to fork too; default all visible ones.
+
+    Example:
+        >>> import torch
+        >>> a = torch.rand(1)
+        >>> with rng_scope(0):
+        ...     x = torch.rand(1)
+        >>> with rng_scope(0):
+        ...     y = torch.rand(1)
+        >>> bool(x == y)
+        True
+    """
+    py_state, np_state = random.getstate(), np.random.get_state()
+    if devices is None:
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            torch.manual_seed(seed)
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:

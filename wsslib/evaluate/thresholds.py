@@ -11,9 +11,9 @@ from typing import Literal, NamedTuple, get_args
 
 import torch
 
-from .errors import DataError, ShapeError
-from .metrics import Counts, as_bool_mask
-from .utils import check_same_shape, check_shape
+from wsslib.core.errors import DataError, ShapeError
+from wsslib.evaluate.metrics import Counts, as_bool_mask
+from wsslib.core.utils import check_same_shape, check_shape
 
 __all__ = ["ThresholdMetric", "ThresholdResult", "binarize", "default_grid", "select_threshold"]
 

@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import generate_synthetic, get_dataset
-from ..errors import DatasetNotFoundError
-from ..gaze import PAPER_SIGMA_FRAC, gaze_heatmaps, reference_heatmap
-from ..utils import resolve_device
+from wsslib.data import generate_synthetic, get_dataset
+from wsslib.core.errors import DatasetNotFoundError
+from wsslib.methods.gaze import PAPER_SIGMA_FRAC, gaze_heatmaps, reference_heatmap
+from wsslib.core.utils import resolve_device
 
 __all__ = ["main", "run"]
 
@@ -127,7 +127,7 @@ def _time_both(name: str, fix: list, sizes: list, reference_subset: int, seed: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry: ``python -m wsslib.bench.gaze [--n N] [--data-root DIR] ...``."""
+    """Command-line entry: ``python -m wsslib.apps.bench.gaze [--n N] [--data-root DIR] ...``."""
     p = argparse.ArgumentParser(prog="wsslib bench gaze", description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=None, help="images (default: all 1000 Kvasir-SEG, or 1000 synthetic)")
     p.add_argument("--data-root", default=None, help="Kvasir-SEG folder (default: search; synthetic if absent)")

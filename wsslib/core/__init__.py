@@ -1,0 +1,1 @@
+"""Foundations every stage uses: errors, seeds and devices, shape checks, registries, torchrun."""

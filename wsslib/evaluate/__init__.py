@@ -1,0 +1,1 @@
+"""Scoring: metrics (Dice, IoU, ...), map -> mask thresholds and their search, baselines."""

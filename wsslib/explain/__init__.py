@@ -1,0 +1,1 @@
+"""From a trained classifier to maps: CAMs, Monte Carlo dropout, ``predict_explain``, CCAM."""

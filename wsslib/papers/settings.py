@@ -1,0 +1,93 @@
+"""Notebook settings: a preset's values, the smoke overlay, and what the user passed.
+
+Every notebook's ``parameters`` cell names a ``preset`` and leaves every other knob at ``None``
+("the preset's value"). :func:`notebook_settings` resolves them, in this order (later wins):
+
+1. the preset (``cpu``: the embedded synthetic data and small models, minutes on a CPU;
+   ``real``: the real shared data sets with pretrained backbones on a CPU budget; ``paper``: the
+   paper's own settings, for a GPU), as defined by the notebook's paper module;
+2. the notebook's smoke overlay, when ``smoke`` is on (seconds per notebook: CI);
+3. every value the user passed (not ``None``), so ``-p image_size 96`` wins in smoke mode too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["PRESETS", "Settings", "SMOKE_ENV", "notebook_settings", "resolve_smoke"]
+
+#: The environment variable the test suite sets to run every notebook in smoke mode.
+SMOKE_ENV = "WSSLIB_SMOKE"
+#: Preset names, in the order a user meets them.
+PRESETS = ("cpu", "real", "paper")
+
+
+class Settings(dict):
+    """The resolved settings of one notebook run: a dict with attribute access.
+
+    ``settings.given`` names the keys the user passed; ``settings.preset`` and ``settings.smoke``
+    say what was resolved.
+    """
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(f"no setting {key!r}; known: {', '.join(sorted(self))}") from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+
+def resolve_smoke(smoke: bool | None) -> bool:
+    """``smoke`` when given, else whether ``$WSSLIB_SMOKE`` is ``1`` (the test suite sets it)."""
+    return bool(smoke) if smoke is not None else os.environ.get(SMOKE_ENV) == "1"
+
+
+def notebook_settings(notebook: str, params: Mapping[str, Any]) -> Settings:
+    """Resolve a notebook's settings from its parameters.
+
+    Args:
+        notebook: the notebook's stem or number (``"04_aax_decision"`` or ``"04"``).
+        params: the notebook's namespace (``globals()``) or any mapping holding ``preset``,
+            ``smoke`` and the knobs; keys the notebook does not know are ignored, ``None`` means
+            "not given".
+
+    Returns:
+        :class:`Settings` with every knob of the notebook's preset, smoke overlay applied to the
+        knobs not given, then the given ones; plus ``preset``, ``smoke``, ``seed``, ``device``,
+        ``results_dir`` when present in ``params``.
+
+    Raises:
+        ValueError: unknown notebook or preset, or a preset the notebook does not define.
+
+    Example:
+        >>> s = notebook_settings("00", {"preset": "cpu", "smoke": True, "epochs": 3})
+        >>> s.epochs, s.smoke, "epochs" in s.given
+        (3, True, True)
+    """
+    from wsslib.papers import notebook_module
+
+    mod = notebook_module(notebook)
+    preset = params.get("preset") or "cpu"
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+    presets = mod.PRESETS
+    if preset not in presets:
+        raise ValueError(f"{mod.NOTEBOOK} defines the presets {', '.join(presets)}; not {preset!r} (yet)")
+    smoke = resolve_smoke(params.get("smoke"))
+    values = dict(presets[preset])
+    given = {k for k in values if params.get(k) is not None}
+    if smoke:
+        overlay = getattr(mod, "SMOKE_FOR", {}).get(preset, mod.SMOKE)  # a preset may shrink differently
+        values.update({k: v for k, v in overlay.items() if k not in given})
+    values.update({k: params[k] for k in given})
+    s = Settings(values)
+    for k in ("seed", "device", "results_dir"):
+        if k in params:
+            s[k] = params[k]
+    s["preset"], s["smoke"] = preset, smoke
+    dict.__setitem__(s, "given", sorted(given))
+    return s

@@ -1,0 +1,1 @@
+"""Results JSON with provenance, and the figures the notebooks show."""
