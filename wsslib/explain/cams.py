@@ -60,6 +60,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from wsslib.core.errors import ShapeError
+from wsslib.core.maps import minmax_per_image
 from wsslib.core.utils import check_shape, eval_mode
 
 __all__ = [
@@ -98,7 +99,6 @@ component of the activations, sign chosen by the SVD).
 
 # Epsilons and guards exactly as pytorch-grad-cam 1.5.x uses them.
 _XGRAD_EPS = 1e-7  # xgrad_cam.py: sum(G * A) / (sum(A) + 1e-7)
-_SCALE_EPS = 1e-7  # utils/image.py scale_cam_image: (x - min) / (1e-7 + max(x - min))
 
 _CamFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -132,23 +132,6 @@ FAST_METHODS: dict[str, _CamFn] = {
     "hirescam": _hirescam,
 }
 """Methods with the batched on-device path: name -> ``(A, G) -> cam (B, h, w)`` before ReLU."""
-
-
-def minmax_per_image(maps: torch.Tensor, eps: float = _SCALE_EPS) -> torch.Tensor:
-    """Scale each map to [0, 1]: ``(m - min) / (max(m - min) + eps)``, as pytorch-grad-cam does.
-
-    Args:
-        maps: ``(B, h, w)`` float.
-        eps: guard of the division; a constant map becomes all zeros (never NaN).
-
-    Returns:
-        ``(B, h, w)``, same dtype and device.
-    """
-    check_shape("maps", maps, (None, None, None))
-    flat = maps.flatten(1)
-    shifted = flat - flat.min(dim=1, keepdim=True).values
-    scaled = shifted / (shifted.max(dim=1, keepdim=True).values + eps)
-    return scaled.view_as(maps)
 
 
 def _model_num_classes(model: nn.Module) -> int | None:

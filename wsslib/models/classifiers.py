@@ -32,6 +32,7 @@ random initialisation.
 
 from __future__ import annotations
 
+import inspect
 import io
 import math
 import os
@@ -329,6 +330,7 @@ def create_model(
     weights: Literal["imagenet"] | None = None,
     weights_dir: str | Path | None = None,
     seed: int = 0,
+    image_size: int | None = None,
     **kwargs: Any,
 ) -> Classifier:
     """Build a registered model as a :class:`Classifier`.
@@ -342,6 +344,8 @@ def create_model(
         weights_dir: extra folder searched first for the weight file.
         seed: seeds the random initialisation (of the head, and of the backbone without
             weights); the caller's global random state is left untouched (:func:`rng_scope`).
+        image_size: the input size, passed on to the builders that need it (``vit_small``'s
+            position embedding) and ignored by the others, so callers need no per-model shim.
         **kwargs: builder options (``vit_small``: ``image_size``, default 224).
 
     Returns:
@@ -354,6 +358,8 @@ def create_model(
     builder = _REGISTRY.get(name)
     if weights not in (None, "imagenet"):
         raise ValueError(f"weights must be None or 'imagenet', got {weights!r}")
+    if image_size is not None and "image_size" in inspect.signature(builder).parameters:
+        kwargs = {**kwargs, "image_size": int(image_size)}
     with rng_scope(seed):
         bb = builder(pretrained=weights == "imagenet", weights_dir=weights_dir, **kwargs)
         model = Classifier(

@@ -26,7 +26,7 @@ import io
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -39,8 +39,10 @@ from wsslib.core.errors import DataError
 from wsslib.core.utils import resolve_device, rng_scope
 from wsslib.data.augment import FlipAugment
 from wsslib.data.base import TensorBatch
+from wsslib.models.classifiers import create_model
 
-__all__ = ["AAXLoss", "ClassifierTrainConfig", "TrainResult", "train_classifier"]
+__all__ = ["AAXLoss", "ClassifierSpec", "ClassifierTrainConfig", "TrainResult", "fit_classifier", "predict_logits",
+           "train_classifier"]
 
 
 class _StochasticHeads(nn.Module):
@@ -367,3 +369,77 @@ def _fit(learn, epochs: int, lr: float, one_cycle: bool) -> None:
         learn.fit_one_cycle(epochs, lr_max=lr)
     else:
         learn.fit(epochs, lr=lr)
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    """One classifier of an experiment: what to build and how to train it.
+
+    Attributes:
+        name: a registered backbone (:func:`wsslib.models.list_models`).
+        train: its :class:`ClassifierTrainConfig` (the ``seed`` in it is replaced by the seed
+            :func:`fit_classifier` is given).
+        dropout: head dropout probability.
+        weights: ``None`` or ``"imagenet"``.
+        options: builder options (``{"width": 8}`` for ``smallcnn``).
+        label: the name shown in tables (default ``name``).
+    """
+
+    name: str
+    train: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
+    dropout: float = 0.5
+    weights: str | None = None
+    options: dict = field(default_factory=dict)
+    label: str | None = None
+
+    @property
+    def title(self) -> str:
+        """``label`` or ``name``."""
+        return self.label or self.name
+
+
+def fit_classifier(
+    spec: ClassifierSpec,
+    train: TensorBatch,
+    valid: TensorBatch,
+    *,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> TrainResult:
+    """Build ``spec``'s classifier (2 classes, initialised from ``seed``) and train it.
+
+    The one "train a classifier" step of every notebook: ``create_model`` then
+    :func:`train_classifier`, with ``seed`` seeding both the initialisation and the training.
+
+    Args:
+        spec: what to build and how to train it.
+        train, valid: images (N, 3, S, S) in [0, 1] and labels (N,); the image size ``S`` is
+            passed to builders that need it (ViT).
+        seed: initialisation, shuffling, flips and dropout.
+        device: "auto", "cpu", "cuda", ...
+        progress: fastai's bars.
+
+    Returns:
+        The :class:`TrainResult` (model in eval mode, history, best epoch, seconds).
+    """
+    model = create_model(spec.name, num_classes=2, dropout=spec.dropout, weights=spec.weights, seed=seed,
+                         image_size=int(train.images.shape[-1]), **spec.options)
+    return train_classifier(model, train, valid, replace(spec.train, seed=seed), device=device, progress=progress)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = 64,
+                   device: str | torch.device | None = None) -> torch.Tensor:
+    """Logits of ``images`` (N, 3, H, W) as (N, C) on the CPU, in batches, dropout off.
+
+    ``device``: where to run (default: where the model's parameters are).
+    """
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    was = model.training
+    model.eval()
+    try:
+        return torch.cat([model(x.to(dev)).cpu() for x in images.split(batch_size)]) if len(images) else \
+            torch.empty(0, getattr(model, "num_classes", 2))
+    finally:
+        model.train(was)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from wsslib.methods import ensembles as fusion
-from wsslib.explain.cams import minmax_per_image
+from wsslib.core.maps import minmax_per_image
 
 __all__ = ["main", "pseudo_cams", "run"]
 
