@@ -12,18 +12,28 @@ import wsslib.methods.aax
 from wsslib.methods.aax import (
     DECISION_NAMES,
     FUSIONS,
+    AAXConfig,
     Decision,
+    EnsembleOutputs,
     aax,
     decide,
     decision_scores,
+    evaluate_aax,
     explain_ensemble,
     fuse_maps,
+    load_aax_splits,
     select_aax_threshold,
     single_model_decisions,
+    swap_member,
+    train_members,
 )
+from wsslib.data.base import TensorBatch
+from wsslib.models.training import ClassifierSpec, ClassifierTrainConfig
 from wsslib.core.errors import DataError, ShapeError
 from wsslib.evaluate.metrics import iou
 from wsslib.models import create_model
+
+import data_fixtures as fx
 
 THETA, P_CUT = 0.1, 0.5
 
@@ -281,3 +291,145 @@ def test_explain_ensemble_shapes_and_seed():
 
 def test_doctests():
     assert doctest.testmod(wsslib.methods.aax, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+# ----------------------------------------------------------------------- the protocol: evaluate_aax
+def _split(p, u, maps, labels, masks):
+    """EnsembleOutputs and a TensorBatch of one split from plain lists / tensors."""
+    p, u, labels = torch.tensor(p), torch.tensor(u), torch.tensor(labels)
+    images = torch.zeros(len(labels), 3, *masks.shape[-2:])
+    return EnsembleOutputs(p, u, maps), TensorBatch(images, labels, masks)
+
+
+def _tiny():
+    """Three models, four images of 4 x 4 pixels; images 0 and 1 hold a lesion in the top-left 2 x 2.
+
+    Every model's map glows 0.8 on the lesion and 0.2 elsewhere; model 3's map also glows on the
+    top-right corner, which the intersection removes. At theta 0.1: image 0 all three agree,
+    image 1 models 1 and 3 agree, image 2 (healthy) models 2 and 3 are uncertain: flagged; image 3:
+    healthy, all say p = 0.1.
+    """
+    masks = torch.zeros(4, 4, 4, dtype=torch.bool)
+    masks[:2, :2, :2] = True
+    maps = torch.full((3, 4, 4, 4), 0.2)
+    maps[:, :, :2, :2] = 0.8
+    maps[2, :, :2, 2:] = 0.8
+    p = [[0.9, 0.9, 0.9, 0.1], [0.8, 0.2, 0.7, 0.1], [0.9, 0.9, 0.6, 0.1]]
+    u = [[0.02, 0.01, 0.02, 0.0], [0.02, 0.01, 0.3, 0.0], [0.01, 0.01, 0.2, 0.0]]
+    return _split(p, u, maps, [1, 1, 0, 0], masks)
+
+
+def _ood():
+    maps = torch.full((3, 2, 4, 4), 0.5)
+    return _split([[0.6, 0.4]] * 3, [[0.05, 0.3], [0.3, 0.3], [0.01, 0.01]], maps, [1, 0],
+                  torch.zeros(2, 4, 4, dtype=torch.bool))
+
+
+def _evaluate(config=None, with_ood=True, **kw):
+    o, b = _tiny()
+    outs, data = {"valid": o, "test": o}, {"valid": b, "test": b}
+    if with_ood:
+        outs["ood"], data["ood"] = _ood()
+    return evaluate_aax(outs, data, ["m1", "m2", "m3"], config or AAXConfig(theta_grid=(0.01, 0.1, 0.5)), **kw)
+
+
+def test_evaluate_aax_main_rows_by_hand():
+    ev = _evaluate(dataset="toy")
+    rows = {r["method"]: r for r in ev.main}
+    assert list(rows) == ["m1", "m2", "m3", "AAX", "2-of-3 vote, no uncertainty",
+                          "centre prior (on AAX's Diseased images)", "empty mask"]
+    # AAX: image 0 Diseased (all agree), image 1 Diseased (m1, m3), image 2 flagged, image 3 healthy
+    assert ev.result.decision.tolist() == [1, 1, 2, 0]
+    a = rows["AAX"]
+    assert (a["accuracy"], a["flag_rate"], a["accuracy_flagged_as_errors"]) == (1.0, 0.25, 0.75)
+    assert a["iou"] == 1.0 and a["n_seg"] == 2 and a["threshold_from"] == "validation, 2 images"
+    assert 0.2 <= ev.thresholds["AAX"] < 0.8 and a["dataset"] == "toy"
+    # m3 alone: threshold chosen on its own Diseased images with a lesion; its map's false corner stays
+    m3 = rows["m3"]
+    assert m3["flag_rate"] == 0.0 and m3["accuracy"] == 0.75  # calls image 2 Diseased
+    assert m3["iou_on_aax_set"] == pytest.approx(0.5)  # 4 true pixels of 8 on
+    assert rows["m2"]["accuracy"] == 0.5  # calls image 1 Healthy and image 2 Diseased
+    assert rows["2-of-3 vote, no uncertainty"]["accuracy"] == 0.75  # image 2: m1 + m3 vote Diseased
+    assert rows["empty mask"]["iou"] == 0.0
+    assert 0.0 < rows["centre prior (on AAX's Diseased images)"]["iou"] < 1.0
+    assert a["ood_flag_rate"] == 0.5 and ev.n_all_agree == 1
+    assert ev.fallbacks == []
+
+
+def test_evaluate_aax_falls_back_once_and_records_it():
+    o, b = _tiny()
+    healthy = EnsembleOutputs(torch.full_like(o.p, 0.1), o.u, o.maps)  # validation: nobody says Diseased
+    ev = evaluate_aax({"valid": healthy, "test": o}, {"valid": b, "test": b}, ["m1", "m2", "m3"],
+                      AAXConfig(fallback_threshold=0.3, theta_grid=(0.1,)))
+    assert set(ev.fallbacks) == {"m1", "m2", "m3", "AAX"}
+    assert all(t == 0.3 for t in ev.thresholds.values())
+    assert ev.row("AAX")["threshold_from"].startswith("fallback 0.3")
+    assert all(r["threshold_from"].startswith("fallback") for r in ev.fusion)
+    assert ev.ood == [] and "ood_flag_rate" not in ev.theta_sweep[0]
+
+
+def test_evaluate_aax_theta_sweep_and_suggestion():
+    # theta 0.01 flags images 0 and 2 (u > 0.01 twice) and image 1 has no confident vote (u == 0.01):
+    # Healthy, wrong; theta 0.1 flags image 2 only; 0.5 flags nothing and calls image 2 Diseased, wrong
+    ev = _evaluate(AAXConfig(theta_grid=(0.5, 0.01, 0.1), review_cost=0.5))
+    sweep = {r["theta"]: r for r in ev.theta_sweep}
+    assert [sweep[t]["flag_rate"] for t in (0.01, 0.1, 0.5)] == [0.5, 0.25, 0.0]
+    assert sweep[0.1]["flag_rate"] == ev.row("AAX")["flag_rate"]
+    # validation = test here: cost = errors / N + 0.5 * flags / N
+    assert [sweep[t]["valid_cost"] for t in (0.01, 0.1, 0.5)] == pytest.approx([0.5, 0.125, 0.25])
+    assert ev.theta_suggested == 0.1
+    cheap = _evaluate(AAXConfig(theta_grid=(0.01, 0.1, 0.5), review_cost=2.0))
+    assert cheap.theta_suggested == 0.5  # flags cost more than the error they avoid
+    assert [sweep[t]["ood_flag_rate"] for t in (0.01, 0.1, 0.5)] == [1.0, 0.5, 0.0]
+
+
+def test_evaluate_aax_fusion_and_ood_tables():
+    ev = _evaluate()
+    fusion = {r["method"]: r for r in ev.fusion}
+    assert set(fusion) == set(FUSIONS) and len({r["n_seg"] for r in fusion.values()}) == 1
+    assert fusion["intersection"]["iou"] == 1.0
+    assert fusion["union"]["iou"] == pytest.approx(0.5)  # m3's false corner is in the union on image 0
+    ood = {r["method"]: r for r in ev.ood}
+    assert ood["in-distribution (test)"]["flag_rate"] == 0.25
+    assert ood["in-distribution (test)"]["healthy_rate"] == 0.25
+    assert ood["out-of-distribution (synthetic ood)"]["flag_rate"] == 0.5
+    assert ood["out-of-distribution (synthetic ood)"]["share_u_above_theta_m2"] == 1.0
+
+
+def test_evaluate_aax_tag_and_bad_inputs():
+    ev = _evaluate(tag=" (swap)", with_ood=False)
+    assert {r["method"] for r in ev.main} >= {"m1 (swap)", "AAX (swap)", "empty mask (swap)"}
+    o, b = _tiny()
+    with pytest.raises(DataError, match="'valid'"):
+        evaluate_aax({"test": o}, {"test": b}, ["m1", "m2", "m3"], AAXConfig())
+    with pytest.raises(DataError, match="expected 2 models"):
+        evaluate_aax({"valid": o, "test": o}, {"valid": b, "test": b}, ["m1", "m2"], AAXConfig())
+    with pytest.raises(ValueError, match="fusion"):
+        AAXConfig(fusion="vote")
+    with pytest.raises(ValueError, match="theta_grid"):
+        AAXConfig(theta_grid=())
+
+
+def test_protocol_on_the_fire_layout(tmp_path, monkeypatch):
+    """The old real-set notebook test, at the protocol level: train, explain, swap and evaluate on
+    a tiny copy of the Fire data set in its real on-disk layout (a handful of 32 px images)."""
+    fx.build_set("fire", tmp_path / "data" / "fire")
+    monkeypatch.setenv("WSSLIB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("WSSLIB_CACHE", str(tmp_path / "cache"))
+    data = load_aax_splits("fire", size=32, n_ood=6)
+    assert {"train", "valid", "test", "ood"} <= set(data) and data["test"].masks.shape[-1] == 32
+    cfg = AAXConfig(k=3, theta_grid=(0.05, 0.1))
+    train = ClassifierTrainConfig(lr=1e-3, batch_size=4, epochs=1, patience=None)
+    specs = [ClassifierSpec("smallcnn", train=train, options={"width": w}, label=f"cnn{w}") for w in (4, 6, 8)]
+    members = train_members(specs, data, cfg, seed=0, device="cpu")
+    assert members.names == ["cnn4", "cnn6", "cnn8"] and len(members.training) == 3
+    assert members.outputs["test"].p.shape == (3, len(data["test"]))
+    ev = evaluate_aax(members.outputs, data, members.names, cfg, dataset="fire")
+    assert ev.row("AAX")["n_images"] == len(data["test"]) and ev.row("AAX")["dataset"] == "fire"
+    assert len(ev.ood) == 2 and ev.theta_suggested in (0.05, 0.1)
+    swapped = swap_member(members, "cnn6", ClassifierSpec("smallcnn", train=train, options={"width": 5}, label="cnn5"),
+                          data, cfg, seed=0, device="cpu")
+    assert swapped.names == ["cnn4", "cnn5", "cnn8"]
+    assert torch.equal(swapped.outputs["test"].p[0], members.outputs["test"].p[0])
+    assert swapped.training[0]["method"] == "cnn5 (swap)"
+    assert evaluate_aax(swapped.outputs, data, swapped.names, cfg).row("AAX")["n_images"] == len(data["test"])

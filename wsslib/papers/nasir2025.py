@@ -1,0 +1,129 @@
+"""Nasir, Zia, Nawaz, Moreira, *Weakly Supervised Pixel-Level Annotation with Visual
+Interpretability* (arXiv 2502.17824, "AAX"): its published numbers and notebook 04's presets.
+
+``PUBLISHED`` holds the paper's Fire and TBX11K rows (accuracy, IoU and, for AAX, the flag
+rate) exactly as printed; ``None`` where the paper gives no number. The TBX11K single models use
+MC dropout; ``ResNet50 (no MC)`` is the paper's model without it; MDVA-GAN and VA-GAN are the
+paper's comparison methods. The paper does not say whether its AAX accuracy counts flagged images.
+
+``PRESETS["cpu"]`` is the CPU default of notebook 04 (three small, different architectures from
+scratch at 64 px; the paper's are ResNet50, EfficientNet-B0, DenseNet121 at 224 px, Adam 1e-4,
+batch 16, at most 50 epochs with patience 5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from wsslib.methods.aax import THETA_GRID, AAXConfig
+from wsslib.models.training import ClassifierSpec, ClassifierTrainConfig
+
+__all__ = ["NOTEBOOK", "PRESETS", "PUBLISHED", "SMOKE", "aax_config", "member_specs", "paper_rows", "vit_spec"]
+
+NOTEBOOK = "04_aax_decision"
+
+
+def _row(dataset: str, method: str, accuracy: float | None, iou: float | None, flag_rate: float | None) -> dict:
+    return {"method": method, "dataset": dataset, "accuracy": accuracy, "iou": iou, "flag_rate": flag_rate}
+
+
+#: The paper's table rows (fractions), exactly as published.
+PUBLISHED: list[dict] = [
+    _row("Fire", "ResNet50", 0.937, 0.512, None),
+    _row("Fire", "EfficientNet", 0.951, 0.551, None),
+    _row("Fire", "DenseNet", 0.926, 0.496, None),
+    _row("Fire", "AAX", 0.964, 0.647, 0.065),
+    _row("TBX11K", "ResNet50 + MC", 0.891, 0.161, None),
+    _row("TBX11K", "EfficientNet + MC", 0.903, 0.233, None),
+    _row("TBX11K", "DenseNet + MC", 0.887, 0.150, None),
+    _row("TBX11K", "ResNet50 (no MC)", 0.9261, None, None),
+    _row("TBX11K", "MDVA-GAN", None, 0.2540, None),
+    _row("TBX11K", "VA-GAN", None, 0.2915, None),
+    _row("TBX11K", "AAX", 0.9304, 0.3607, 0.082),
+]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {
+        "dataset": "synthetic",
+        "data_root": None,
+        "image_size": 64,
+        "n_images": 600,
+        "n_ood": 150,
+        "models": ["smallcnn", "resnet18", "efficientnet_b0"],
+        "epochs": [12, 6, 6],
+        "lrs": [3e-3, 2e-3, 4e-3],
+        "one_cycle": True,
+        "batch_sizes": [32, 16, 16],
+        "patience": None,
+        "dropout": 0.5,
+        "variance_lambda": 0.0,
+        "k": 20,
+        "cam_method": "xgradcam",
+        "theta": 0.1,
+        "p_cut": 0.5,
+        "min_votes": 2,
+        "min_uncertain": 2,
+        "fusion": "intersection",
+        "threshold_metric": "iou",
+        "theta_grid": list(THETA_GRID),
+        "review_cost": 0.5,
+        "vit_replaces": "efficientnet_b0",
+        "vit_epochs": 4,
+        "vit_lr": 1e-3,
+    },
+}
+
+#: Smoke mode (seconds): tiny images, few of them, one or two epochs, fewer MC passes.
+SMOKE: dict[str, Any] = {
+    "image_size": 32,
+    "n_images": 120,
+    "n_ood": 30,
+    "epochs": [2, 1, 1],
+    "vit_epochs": 1,
+    "batch_sizes": [32, 32, 32],
+    "k": 8,
+}
+
+
+def paper_rows() -> list[dict]:
+    """``PUBLISHED`` as main-table rows: ``method`` ``"<method> [paper, <dataset>]"``, ``source`` ``"paper"``."""
+    return [{**r, "method": f"{r['method']} [paper, {r['dataset']}]", "source": "paper"} for r in PUBLISHED]
+
+
+def aax_config(s: Mapping[str, Any]) -> AAXConfig:
+    """The :class:`~wsslib.methods.aax.AAXConfig` of resolved settings ``s`` (notebook 04's knobs)."""
+    return AAXConfig(k=s["k"], cam_method=s["cam_method"], theta=s["theta"], p_cut=s["p_cut"],
+                     min_votes=s["min_votes"], min_uncertain=s["min_uncertain"], fusion=s["fusion"],
+                     threshold_metric=s["threshold_metric"], theta_grid=tuple(s["theta_grid"]),
+                     review_cost=s["review_cost"])
+
+
+def _spec(s: Mapping[str, Any], name: str, epochs: int, lr: float, batch_size: int) -> ClassifierSpec:
+    train = ClassifierTrainConfig(lr=lr, batch_size=batch_size, epochs=epochs, patience=s["patience"],
+                                  variance_lambda=s["variance_lambda"], one_cycle=s["one_cycle"])
+    return ClassifierSpec(name, train=train, dropout=s["dropout"])
+
+
+def member_specs(s: Mapping[str, Any]) -> list[ClassifierSpec]:
+    """One :class:`~wsslib.models.training.ClassifierSpec` per entry of ``s["models"]``.
+
+    Raises:
+        ValueError: ``models``, ``epochs``, ``lrs``, ``batch_sizes`` of different lengths, or a
+            model named twice (the tables name rows by model).
+    """
+    lists = {k: list(s[k]) for k in ("models", "epochs", "lrs", "batch_sizes")}
+    if len({len(v) for v in lists.values()}) != 1:
+        raise ValueError("models, epochs, lrs and batch_sizes need one entry per model, got "
+                         + ", ".join(f"{k}={v}" for k, v in lists.items()))
+    if len(set(lists["models"])) != len(lists["models"]):
+        raise ValueError(f"models must be different architectures (rows are named by model), got {lists['models']}")
+    return [_spec(s, *a) for a in zip(*lists.values())]
+
+
+def vit_spec(s: Mapping[str, Any]) -> ClassifierSpec:
+    """The ViT-S of the swap ablation, with the batch size of the member it replaces."""
+    models = list(s["models"])
+    if s["vit_replaces"] not in models:
+        raise ValueError(f"vit_replaces={s['vit_replaces']!r} is not one of models={models}")
+    return _spec(s, "vit_small", s["vit_epochs"], s["vit_lr"], list(s["batch_sizes"])[models.index(s["vit_replaces"])])
