@@ -1,4 +1,5 @@
-"""Tests of wsslib.thresholds."""
+"""Tests of wsslib.evaluate.thresholds: binarize and the single-map search (the M = 1 case of the
+one vectorised search; the several-map cases are in test_ensembles.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import torch
 import wsslib.evaluate.thresholds
 from wsslib.core.errors import DataError, ShapeError
 from wsslib.evaluate.metrics import segmentation_scores
-from wsslib.evaluate.thresholds import ThresholdResult, binarize, default_grid, select_threshold
+from wsslib.evaluate.metrics import Counts
+from wsslib.evaluate.thresholds import ThresholdResult, binarize, default_grid, grid_scores, search_grid, select_threshold
 
-METRICS = ["dice", "iou", "pooled_dice", "pooled_iou", "miou_fg_bg"]
+METRICS = ["dice", "iou", "pooled_dice", "pooled_iou", "miou_fg_bg", "dsc_paper"]
 
 
 def _noisy_case(seed: int = 0, n: int = 40, h: int = 16, w: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,3 +148,36 @@ def test_select_threshold_cuda_matches_cpu():
 def test_docstring_examples_run():
     result = doctest.testmod(wsslib.evaluate.thresholds)
     assert result.failed == 0 and result.attempted > 0
+
+
+def _per_threshold_reference(maps: torch.Tensor, masks: torch.Tensor, grid: list[float], metric: str) -> torch.Tensor:
+    """The search as it was before it became the M = 1 case of the histogram search: one
+    ``maps > t`` pass per threshold, counts in float, then the same metric."""
+    n, hw = maps.shape[0], maps.shape[1] * maps.shape[2]
+    m, t = maps.reshape(n, hw), masks.reshape(n, hw).float()
+    tp = torch.stack([((m > thr).float() * t).sum(1) for thr in grid]).long()
+    pred = torch.stack([(m > thr).float().sum(1) for thr in grid]).long()
+    fg = t.sum(1).long()
+    fp, fn = pred - tp, fg - tp
+    return grid_scores(Counts(tp, fp, fn, hw - tp - fp - fn), metric)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_select_threshold_equals_the_per_threshold_search_exactly(metric, dtype):
+    maps, masks = _noisy_case(7)
+    maps = maps.to(dtype)
+    maps[3] = torch.round(maps[3] * 20) / 20  # values ON the grid: strictness matters
+    r = select_threshold(maps, masks, metric=metric)
+    want = _per_threshold_reference(maps, masks, default_grid().tolist(), metric)
+    assert torch.equal(r.scores.isnan(), want.isnan())
+    assert torch.equal(r.scores.nan_to_num(-1.0), want.nan_to_num(-1.0))  # bit for bit
+    m1 = search_grid(maps[None], masks, "and", None, metric)["and"]  # any op: the identity for one map
+    assert (r.threshold,) == m1.thresholds and r.score == m1.score and torch.equal(r.grid, m1.grid)
+
+
+def test_select_threshold_rejects_nan_maps():
+    maps, masks = _noisy_case(8, n=3)
+    maps[0, 0, 0] = float("nan")
+    with pytest.raises(ShapeError, match="NaN"):
+        select_threshold(maps, masks)

@@ -1,619 +1,383 @@
-"""Ensembles of binarised CAMs and an exact, vectorised search over their thresholds.
+"""EnsembleCAM (Ostrowski et al., ``methods.md`` section 4): ensembles of binarised CAMs, and the
+paper's k-fold protocol as one function.
 
-EnsembleCAM (Ostrowski et al., ``methods.md`` section 4) binarises the CAMs of several classifiers,
-each at its own threshold, and combines the masks pixel by pixel or image by image:
+Two classifiers' Grad-CAMs are binarised, each at its own threshold, and the masks are combined
+(:func:`wsslib.evaluate.thresholds.combine_masks`): ``"or"`` (union), ``"and"`` (intersection),
+``"<"`` / ``">"`` (per image the mask with the fewest / most positive pixels). The thresholds are
+hyper-parameters, chosen on every pair of a grid (0, 0.1, ..., 1) on the TRAINING part of a fold
+by THE threshold search (:func:`wsslib.evaluate.thresholds.search_grid`: exact, vectorised), then
+applied unchanged to the held-out fold.
 
-* ``"or"``: the union; ``"and"``: the intersection;
-* ``"<"``: per image, the mask with the FEWEST positive pixels; ``">"``: the one with the MOST.
-  Ties go to the first map (the lowest model index).
+* :func:`ensemble_on_split`: one split, maps already computed: the single models' and every op's
+  thresholds searched on the fit part, the test part scored (the summary notebook 05 calls it on
+  its one split with its own classifiers' maps);
+* :func:`cross_validate_ensembles`: the paper's protocol: folds (grouped by patient where the data
+  have patients), train both classifiers per fold, Grad-CAM on every image, then
+  :func:`ensemble_on_split` per fold, summarised as mean and sample sd over folds.
 
-A pixel is positive when ``map > threshold`` (strictly, compared in the maps' dtype, as
-:func:`wsslib.thresholds.binarize` does).
+Scores (:func:`paper_scores`): the paper's convention ("DSC" ``= 2 mIoU / (1 + mIoU)`` of the
+fg/bg mIoU pooled over every held-out image) and per-image Dice / IoU / precision / recall over
+the held-out images that hold an object.
 
-The thresholds are hyper-parameters: one per map, chosen on a grid (default ``0, 0.1, ..., 1``) on
-TRAINING data for a chosen metric (:func:`search_ensembles`), then applied to held-out data with
-:func:`fuse_maps`.
-
-**Why the search is cheap.** Re-thresholding the data once per grid cell costs ``G^M`` passes over
-every pixel (``G`` thresholds, ``M`` maps). Instead, each map is *quantised* once: ``q(v)`` = the
-number of grid values below ``v``, so that ``v > g_k`` exactly when ``k < q(v)``. One pass then
-builds the joint histogram of ``(q_1, ..., q_M)`` over foreground and background pixels (per image
-where the metric or the op needs it). For a cell ``(k_1, ..., k_M)``:
-
-* ``"and"``: positives are the pixels with every ``q_m > k_m``: a suffix sum of the histogram;
-* ``"or"``: negatives are the pixels with every ``q_m <= k_m``: a prefix (cumulative) sum;
-* ``"<"`` / ``">"``: each map's per-image positive and true-positive counts are suffix sums of
-  its per-image marginal histogram; per image and cell the op picks the map by those counts.
-
-So every cell's confusion counts are read from cumulative sums; the counts are identical integers
-to those of the brute force (:func:`grid_counts_brute`), hence the scores and the chosen cell are
-identical too (``tests/test_fusion.py``; ``wsslib bench thresholds`` times both).
+This is not AAX's :func:`wsslib.methods.aax.fuse_maps`, which fuses the maps first and
+thresholds the fused map once.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
+import time
 from collections.abc import Sequence
-from typing import Literal, NamedTuple, get_args
+from dataclasses import dataclass, field
 
 import torch
 
-from wsslib.core.errors import DataError, ShapeError
-from wsslib.evaluate.metrics import Counts, as_bool_mask, confusion, dsc_from_miou
-from wsslib.core.utils import check_same_shape, check_shape
+from wsslib.data.base import TensorBatch
+from wsslib.data.splitting import patient_groups, stratified_folds, stratified_group_folds
+from wsslib.evaluate import baselines, metrics
+from wsslib.evaluate.thresholds import (
+    COMBINE_OPS,
+    CombineOp,
+    GridSearch,
+    ThresholdMetric,
+    combine_maps,
+    search_grid,
+    threshold_grid,
+)
+from wsslib.explain import cams
+from wsslib.models.training import ClassifierSpec, fit_classifier, predict_logits
 
 __all__ = [
+    "KEYS",
     "OPS",
-    "EnsembleSearch",
-    "FusionOp",
-    "SearchMetric",
-    "fuse",
-    "fuse_maps",
-    "grid_counts",
-    "grid_counts_brute",
-    "grid_scores",
-    "quantize",
-    "search_ensembles",
-    "search_from_counts",
-    "search_thresholds",
-    "threshold_grid",
+    "EnsembleCV",
+    "EnsembleConfig",
+    "EnsembleSplit",
+    "cross_validate_ensembles",
+    "ensemble_on_split",
+    "method_order",
+    "paper_scores",
+    "role_names",
 ]
 
-FusionOp = Literal["or", "and", "<", ">"]
-#: Every fusion op, in the order of the paper's table.
-OPS: tuple[str, ...] = ("or", "<", ">", "and")
-
-SearchMetric = Literal["dice", "iou", "pooled_dice", "pooled_iou", "miou_fg_bg", "dsc_paper"]
-_PER_IMAGE = ("dice", "iou")
-
-
-# ------------------------------------------------------------------------------------ validation
-def _check_ops(ops: Sequence[str]) -> tuple[str, ...]:
-    ops = (ops,) if isinstance(ops, str) else tuple(ops)
-    bad = [o for o in ops if o not in get_args(FusionOp)]
-    if bad or not ops:
-        raise ValueError(f"ops must be a non-empty selection of {get_args(FusionOp)}, got {ops!r}")
-    return ops
+#: The ops in the order of the paper's table.
+OPS: tuple[str, ...] = COMBINE_OPS
+#: The score keys of every row (see :func:`paper_scores`).
+KEYS: tuple[str, ...] = ("dsc_paper", "miou_fg_bg", "dice", "iou", "precision", "recall")
+_BASELINES = ("Empty", "centre prior")
 
 
-def _check_metric(metric: str) -> None:
-    if metric not in get_args(SearchMetric):
-        raise ValueError(f"metric must be one of {get_args(SearchMetric)}, got {metric!r}")
+def role_names(n: int) -> list[str]:
+    """``["model A", "model B", ...]``: the table names of ``n`` ensemble members."""
+    return [f"model {chr(ord('A') + i)}" for i in range(n)]
 
 
-def _stack(name: str, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-    """(M, B, H, W) from a 4-D tensor or a sequence of M (B, H, W) tensors."""
-    if isinstance(x, torch.Tensor):
-        check_shape(name, x, (None, None, None, None))
-        out = x
-    else:
-        items = list(x)
-        for i, t in enumerate(items):
-            check_shape(f"{name}[{i}]", t, (None, None, None))
-            check_same_shape(f"{name}[0]", items[0], f"{name}[{i}]", t)
-            if t.device != items[0].device or t.dtype != items[0].dtype:
-                raise ShapeError(
-                    f"{name}[{i}] is {t.dtype} on {t.device} but {name}[0] is {items[0].dtype} on "
-                    f"{items[0].device}; give every map the same dtype and device"
-                )
-        if not items:
-            raise ShapeError(f"{name}: expected at least one (B, H, W) tensor, got an empty sequence")
-        out = torch.stack(items)
-    if out.shape[0] == 0:
-        raise ShapeError(f"{name}: expected at least one map, got shape {tuple(out.shape)}")
-    return out
-
-
-def _check_maps(maps: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-    m = _stack("maps", maps)
-    if not m.is_floating_point():
-        raise ShapeError(f"maps: expected float maps, got dtype {m.dtype} with shape {tuple(m.shape)}")
-    if m.numel() and bool(torch.isnan(m).any()):
-        raise ShapeError(f"maps: {int(torch.isnan(m).sum())} NaN values in maps of shape {tuple(m.shape)}")
-    return m
-
-
-def _check_target(target: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-    t = as_bool_mask("target", target)
-    if tuple(t.shape) != tuple(maps.shape[1:]):
-        raise ShapeError(f"target has shape {tuple(t.shape)} but each map has shape {tuple(maps.shape[1:])}")
-    if t.device != maps.device:
-        raise ShapeError(f"maps are on {maps.device} but target is on {target.device}; put both on one device")
-    return t
-
-
-def threshold_grid(step: float = 0.1, start: float = 0.0, stop: float = 1.0) -> torch.Tensor:
-    """The threshold grid ``start, start + step, ..., stop`` (EnsembleCAM: 0 to 1 in steps of 0.1).
-
-    Values are computed as ``start + (stop - start) * k / n`` so that e.g. ``0.3`` is the double
-    nearest to 0.3, not ``3 * 0.1``.
-
-    Args:
-        step: spacing; ``(stop - start) / step`` must be a whole number (up to 1e-9).
-        start, stop: first and last threshold.
-
-    Returns:
-        ``(n + 1,)`` float64, ascending.
-
-    Raises:
-        ValueError: non-positive step, ``stop < start``, or a step that does not divide the range.
+def method_order(n_models: int = 2, ops: Sequence[str] = OPS) -> list[str]:
+    """The rows of the paper's table: baselines, single models, then the ops.
 
     Example:
-        >>> threshold_grid().tolist()[:4], len(threshold_grid()), len(threshold_grid(0.05))
-        ([0.0, 0.1, 0.2, 0.3], 11, 21)
+        >>> method_order()
+        ['Empty', 'centre prior', 'model A', 'model B', 'or', '<', '>', 'and']
     """
-    if not (step > 0 and math.isfinite(step) and math.isfinite(start) and math.isfinite(stop) and stop >= start):
-        raise ValueError(f"need step > 0 and start <= stop, got step={step}, start={start}, stop={stop}")
-    n_float = (stop - start) / step
-    n = round(n_float)
-    if abs(n - n_float) > 1e-9 * max(1.0, n_float):
-        raise ValueError(f"step {step} does not divide [{start}, {stop}] into whole steps")
-    if n == 0:
-        return torch.tensor([float(start)], dtype=torch.float64)
-    return start + (stop - start) * torch.arange(n + 1, dtype=torch.float64) / n
+    return [*_BASELINES, *role_names(n_models), *ops]
 
 
-def _check_grid(grid: Sequence[float] | torch.Tensor | None) -> torch.Tensor:
-    g = threshold_grid() if grid is None else torch.as_tensor(grid, dtype=torch.float64).flatten().cpu()
-    if g.numel() == 0 or not bool(torch.isfinite(g).all()):
-        raise ValueError(f"grid must hold at least one finite threshold, got {g.tolist()}")
-    return torch.unique(g, sorted=True)
-
-
-# ----------------------------------------------------------------------------------------- fusion
-def fuse(masks: torch.Tensor | Sequence[torch.Tensor], op: FusionOp) -> torch.Tensor:
-    """Combine binary masks of several models, image by image.
-
-    Args:
-        masks: ``(M, B, H, W)`` bool (or 0/1 integer), or a sequence of ``M`` ``(B, H, W)`` masks.
-        op: ``"or"`` (union), ``"and"`` (intersection), ``"<"`` (per image the mask with the fewest
-            positive pixels) or ``">"`` (the most); ties go to the lowest model index. With
-            ``M == 1`` every op returns the mask itself.
-
-    Returns:
-        ``(B, H, W)`` bool on the masks' device.
-
-    Raises:
-        ShapeError: not 4-D / mismatching shapes, non-binary values.
-        ValueError: unknown op.
-
-    Example:
-        >>> a = torch.tensor([[[1, 1, 0]], [[1, 0, 0]]], dtype=torch.bool)
-        >>> b = torch.tensor([[[0, 1, 1]], [[1, 1, 1]]], dtype=torch.bool)
-        >>> [fuse([a, b], op).int().tolist() for op in ("or", "and")]
-        [[[[1, 1, 1]], [[1, 1, 1]]], [[[0, 1, 0]], [[1, 0, 0]]]]
-        >>> fuse([a, b], "<").int().tolist()  # image 0: a tie (2 vs 2) -> a; image 1: a (1 < 3)
-        [[[1, 1, 0]], [[1, 0, 0]]]
-        >>> fuse([a, b], ">").int().tolist()
-        [[[1, 1, 0]], [[1, 1, 1]]]
-    """
-    (op,) = _check_ops(op)
-    m = _stack("masks", masks)
-    m = as_bool_mask("masks", m.flatten(0, 1)).view(m.shape)
-    if op in ("or", "and"):  # an elementwise chain is ~15x faster than any()/all() over dim 0
-        out = m[0].clone()
-        for i in range(1, m.shape[0]):
-            out = out.logical_or_(m[i]) if op == "or" else out.logical_and_(m[i])
-        return out
-    pos = m.flatten(2).sum(dim=2)  # (M, B)
-    pick = pos.argmin(dim=0) if op == "<" else pos.argmax(dim=0)  # first index on ties
-    return m[pick, torch.arange(m.shape[1], device=m.device)]
-
-
-def fuse_maps(
-    maps: torch.Tensor | Sequence[torch.Tensor], thresholds: Sequence[float] | torch.Tensor, op: FusionOp
-) -> torch.Tensor:
-    """Binarise each model's maps at its own threshold, then :func:`fuse` the masks.
-
-    Args:
-        maps: ``(M, B, H, W)`` float, or a sequence of ``M`` ``(B, H, W)`` float maps.
-        thresholds: ``M`` thresholds, one per map (e.g. ``EnsembleSearch.thresholds``); compared
-            in the maps' dtype, ``map > threshold``.
-        op: see :func:`fuse`.
-
-    Returns:
-        ``(B, H, W)`` bool.
-
-    Example:
-        >>> a = torch.tensor([[[0.2, 0.6, 0.9]]]); b = torch.tensor([[[0.8, 0.7, 0.1]]])
-        >>> fuse_maps([a, b], (0.5, 0.5), "and").int().tolist()
-        [[[0, 1, 0]]]
-    """
-    m = _check_maps(maps)
-    th = torch.as_tensor(thresholds, dtype=torch.float64).flatten()
-    if th.numel() != m.shape[0]:
-        raise ShapeError(f"thresholds: expected {m.shape[0]} values (one per map), got {th.numel()}")
-    return fuse(_binarize_each(m, th.tolist()), op)
-
-
-def _binarize_each(m: torch.Tensor, thresholds: Sequence[float]) -> torch.Tensor:
-    """(M, B, H, W) bool: map i > thresholds[i], compared in the maps' dtype."""
-    return torch.stack([m[i] > torch.tensor(t, dtype=torch.float64).to(m.dtype).item() for i, t in enumerate(thresholds)])
-
-
-# ----------------------------------------------------------------------------- quantised counting
-def quantize(maps: torch.Tensor, grid: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor:
-    """The number of grid values strictly below each map value, so that ``map > grid[k]`` iff ``k < q``.
-
-    The grid is cast to the maps' dtype first, so the equivalence is exact for the comparison
-    :func:`fuse_maps` makes.
-
-    Args:
-        maps: float tensor of any shape.
-        grid: ascending thresholds (default :func:`threshold_grid`).
-
-    Returns:
-        int64 tensor of ``maps``' shape, values ``0..G``.
-
-    Example:
-        >>> quantize(torch.tensor([0.0, 0.05, 0.1, 0.15, 1.0])).tolist()
-        [0, 1, 1, 2, 10]
-    """
-    g = _check_grid(grid).to(device=maps.device, dtype=maps.dtype)
-    return torch.searchsorted(g, maps.contiguous(), right=False)
-
-
-def _histograms(
-    maps: torch.Tensor, target: torch.Tensor, grid: torch.Tensor, joint_per_image: bool, chunk_pixels: int
-) -> torch.Tensor:
-    """Joint histogram of the quantised maps over bg (0) / fg (1) pixels.
-
-    Returns ``(N or 1, B, ..., B, 2)`` int64 (``M`` axes of ``B = G + 1`` bins) on the CPU.
-    """
-    n_maps, n, h, w = maps.shape
-    hw = h * w
-    bins = grid.numel() + 1
-    cells = bins**n_maps
-    n_out = n if joint_per_image else 1
-    hist = torch.zeros((n_out, cells * 2), dtype=torch.int64)
-    per_chunk = max(1, int(chunk_pixels) // max(hw, 1))
-    for start in range(0, n, per_chunk):
-        stop = min(start + per_chunk, n)
-        q = quantize(maps[:, start:stop].reshape(n_maps, -1), grid)  # (M, c*hw)
-        idx = q[0]
-        for i in range(1, n_maps):
-            idx = idx * bins + q[i]
-        idx = idx * 2 + target[start:stop].reshape(-1).to(idx.dtype)
-        if joint_per_image:
-            offsets = torch.arange(stop - start, device=idx.device) * (cells * 2)
-            idx = (idx.view(stop - start, hw) + offsets[:, None]).view(-1)
-            hist[start:stop] = torch.bincount(idx, minlength=(stop - start) * cells * 2).view(stop - start, -1).cpu()
-        else:
-            hist[0] += torch.bincount(idx, minlength=cells * 2).cpu()
-    return hist.view(n_out, *([bins] * n_maps), 2)
-
-
-def _suffix(x: torch.Tensor, dim: int) -> torch.Tensor:
-    return x.flip(dim).cumsum(dim).flip(dim)
-
-
-def _counts(tp: torch.Tensor, pred: torch.Tensor, fg: torch.Tensor, hw: int) -> Counts:
-    """Counts with the image axis moved last; tp, pred: (N, G..G); fg: (N,)."""
-    fg = fg.view(-1, *([1] * (tp.dim() - 1)))
-    fp = pred - tp
-    fn = fg - tp
-    tn = hw * torch.ones_like(tp) - tp - fp - fn
-    return Counts(*(x.movedim(0, -1).contiguous() for x in (tp, fp, fn, tn)))
-
-
-def _op_counts_joint(hist: torch.Tensor, op: str, pixels: int) -> Counts:
-    """'or' / 'and' counts from a joint histogram (N, B..B, 2); ``pixels`` per histogram row."""
-    n_maps = hist.dim() - 2
-    axes = range(1, n_maps + 1)
-    fg = hist[..., 1].flatten(1).sum(1)
-    if op == "and":
-        s = hist
-        for a in axes:
-            s = _suffix(s, a)
-        pos = s[(slice(None), *([slice(1, None)] * n_maps))]  # every q_m > k_m
-    else:
-        c = hist
-        for a in axes:
-            c = c.cumsum(a)
-        neg = c[(slice(None), *([slice(None, -1)] * n_maps))]  # every q_m <= k_m
-        pos = hist.flatten(1, -2).sum(1).view(-1, *([1] * n_maps), 2) - neg
-    return _counts(pos[..., 1], pos.sum(-1), fg, pixels)
-
-
-def _op_counts_pick(marginal: torch.Tensor, op: str, hw: int) -> Counts:
-    """'<' / '>' counts from per-image marginal histograms (N, M, B, 2)."""
-    n, n_maps, _bins, _ = marginal.shape
-    g = _bins - 1
-    s = _suffix(marginal, 2)[:, :, 1:]  # (N, M, G, 2): pixels with q > k
-    pos, tp = s.sum(-1), s[..., 1]
-    grid_shape = [g] * n_maps
-
-    def cells(x: torch.Tensor) -> torch.Tensor:  # (N, M, G) -> (M, N, G..G), map m varying on axis m
-        out = []
-        for m in range(n_maps):
-            shape = [n] + [1] * n_maps
-            shape[1 + m] = g
-            out.append(x[:, m].reshape(shape).expand(n, *grid_shape))
-        return torch.stack(out)
-
-    pos_c, tp_c = cells(pos), cells(tp)
-    pick = pos_c.argmin(dim=0, keepdim=True) if op == "<" else pos_c.argmax(dim=0, keepdim=True)
-    fg = marginal[:, 0, :, 1].sum(-1)
-    return _counts(tp_c.gather(0, pick)[0], pos_c.gather(0, pick)[0], fg, hw)
-
-
-def _pool(c: Counts) -> Counts:
-    return Counts(*(x.sum(-1, keepdim=True) for x in c))
-
-
-def grid_counts(
-    maps: torch.Tensor | Sequence[torch.Tensor],
-    target: torch.Tensor,
-    ops: FusionOp | Sequence[FusionOp] = OPS,
-    grid: Sequence[float] | torch.Tensor | None = None,
-    *,
-    per_image: bool = True,
-    chunk_pixels: int = 2**22,
-) -> dict[str, Counts]:
-    """Confusion counts of every op at every cell of the threshold grid, from histograms.
-
-    Each map is quantised once and one joint histogram is built (per image when ``per_image`` or
-    when '<' / '>' are asked for: they choose per image),
-    then every cell's counts are read from cumulative sums (see the module doc). Extra memory:
-    ``16 * (G + 1)^M`` bytes per image (per image) or in all (pooled), plus the returned counts,
-    plus a few int64 per pixel of one chunk of ``chunk_pixels`` pixels.
-
-    Args:
-        maps: ``(M, N, H, W)`` float, or a sequence of ``M`` ``(N, H, W)`` float maps.
-        target: ``(N, H, W)`` bool (or 0/1 integer) true masks.
-        ops: one op or several (default all four).
-        grid: thresholds (sorted, de-duplicated); default :func:`threshold_grid` (0..1 step 0.1).
-        per_image: keep one count per image (needed for per-image metrics); False pools the
-            images into one (smaller and faster for pooled metrics with 'or' / 'and').
-        chunk_pixels: pixels quantised at once.
-
-    Returns:
-        ``{op: Counts}``, each field int64 of shape ``(G,) * M + (N,)`` (``(G,) * M + (1,)`` when
-        pooled) on the CPU; axis ``m`` indexes map ``m``'s threshold.
-
-    Example:
-        >>> a = torch.tensor([[[0.2, 0.6, 0.9]]]); b = torch.tensor([[[0.8, 0.7, 0.1]]])
-        >>> t = torch.tensor([[[False, True, True]]])
-        >>> c = grid_counts([a, b], t, "and", grid=[0.5])["and"]
-        >>> c.tp.tolist(), c.fp.tolist(), c.fn.tolist(), c.tn.tolist()
-        ([[[1]]], [[[0]]], [[[1]]], [[[1]]])
-    """
-    ops = _check_ops(ops)
-    m = _check_maps(maps)
-    t = _check_target(target, m)
-    g = _check_grid(grid)
-    n_maps, n, h, w = m.shape
-    hw = h * w
-    need_pick = any(o in ("<", ">") for o in ops)
-    # '<' and '>' choose per image, so they need per-image histograms whatever the metric.
-    joint = _histograms(m, t, g, joint_per_image=per_image or need_pick, chunk_pixels=chunk_pixels)
-    marginal = None
-    if need_pick:  # each map's per-image histogram (N, M, B, 2), summed out of the joint one
-        axes = range(1, n_maps + 1)
-        marginal = torch.stack(
-            [joint.sum(dim=[a for a in axes if a != 1 + i]) if n_maps > 1 else joint for i in range(n_maps)], dim=1
-        )
-    out: dict[str, Counts] = {}
-    for op in ops:
-        if op in ("or", "and"):
-            # a pooled histogram (one row) holds all n images' pixels
-            c = _op_counts_joint(joint, op, hw if joint.shape[0] == n else n * hw)
-            out[op] = c if per_image or c.tp.shape[-1] == 1 else _pool(c)
-        else:
-            c = _op_counts_pick(marginal, op, hw)
-            out[op] = c if per_image else _pool(c)
-    return out
-
-
-def grid_counts_brute(
-    maps: torch.Tensor | Sequence[torch.Tensor],
-    target: torch.Tensor,
-    ops: FusionOp | Sequence[FusionOp] = OPS,
-    grid: Sequence[float] | torch.Tensor | None = None,
-) -> dict[str, Counts]:
-    """The reference for :func:`grid_counts`: re-threshold and fuse the data once per grid cell.
-
-    For every op and every cell: :func:`fuse_maps` then :func:`wsslib.metrics.confusion`.
-    ``G^M`` passes over the data per op: use it to check, not to search.
-
-    Args:
-        maps, target, ops, grid: as in :func:`grid_counts`.
-
-    Returns:
-        ``{op: Counts}``, fields int64 ``(G,) * M + (N,)`` on the CPU.
-
-    Example:
-        >>> a = torch.tensor([[[0.2, 0.6, 0.9]]]); b = torch.tensor([[[0.8, 0.7, 0.1]]])
-        >>> t = torch.tensor([[[False, True, True]]])
-        >>> grid_counts_brute([a, b], t, "and", grid=[0.5])["and"].tp.tolist()
-        [[[1]]]
-    """
-    ops = _check_ops(ops)
-    m = _check_maps(maps)
-    t = _check_target(target, m)
-    g = _check_grid(grid)
-    n_maps, n = m.shape[:2]
-    gl = g.tolist()
-    out = {}
-    for op in ops:
-        fields = torch.zeros((4, *([len(gl)] * n_maps), n), dtype=torch.int64)
-        for cell in itertools.product(range(len(gl)), repeat=n_maps):
-            c = confusion(fuse(_binarize_each(m, [gl[k] for k in cell]), op), t)
-            fields[(slice(None), *cell)] = torch.stack(tuple(c)).cpu()
-        out[op] = Counts(*fields)
-    return out
-
-
-# -------------------------------------------------------------------------------------- the search
-def grid_scores(counts: Counts, metric: SearchMetric) -> torch.Tensor:
-    """A metric at every grid cell, from counts whose LAST axis is the images.
-
-    Args:
-        counts: :class:`Counts`, fields of shape ``(..., N)``.
-        metric: ``"dice"`` / ``"iou"``: per-image mean over the images that are not both-empty
-            (as in :func:`wsslib.metrics.segmentation_scores`); ``"pooled_dice"``,
-            ``"pooled_iou"``; ``"miou_fg_bg"`` (EnsembleCAM's mIoU, pixels pooled, mean of fg and
-            bg IoU); ``"dsc_paper"`` (their DSC, ``2 m / (1 + m)`` of that mIoU).
-
-    Returns:
-        float64 of shape ``(...)``; NaN where undefined.
-
-    Example:
-        >>> c = Counts(*(torch.tensor([[v]]) for v in (1, 1, 0, 2)))   # one cell, one image
-        >>> grid_scores(c, "dice").tolist(), round(grid_scores(c, "miou_fg_bg").item(), 4)
-        ([0.6666666666666666], 0.5833)
-    """
-    _check_metric(metric)
-    if metric in _PER_IMAGE:
-        return torch.nanmean(counts.dice() if metric == "dice" else counts.iou(), dim=-1)
-    pooled = counts.total(dim=-1)
-    if metric == "pooled_dice":
-        return pooled.dice()
-    if metric == "pooled_iou":
-        return pooled.iou()
-    miou = pooled.miou_fg_bg()
-    return miou if metric == "miou_fg_bg" else dsc_from_miou(miou)
-
-
-class EnsembleSearch(NamedTuple):
-    """What :func:`search_ensembles` found for one op.
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """EnsembleCAM's protocol settings (the paper's in brackets).
 
     Attributes:
-        op: the fusion op.
-        metric: the metric maximised.
-        thresholds: the chosen threshold of each map (apply with :func:`fuse_maps`).
-        index: their grid indices.
-        score: the metric at the chosen cell (on the data searched).
-        grid: ``(G,)`` float64, the thresholds tried.
-        scores: ``(G,) * M`` float64, the metric at every cell (axis ``m``: map ``m``'s threshold).
+        models: the ensemble members (paper: ResNet-34 and ResNet-50), each with its training
+            settings; two or more (the grid has ``G^M`` cells).
+        cam_method: the CAM of each model, for the lesion class 1 (paper: Grad-CAM, last block).
+        grid_step: threshold grid ``0, step, ..., 1`` for every model (paper: 0.1).
+        select_metric: what the search maximises on the training part (paper: ``"dsc_paper"``).
+        n_folds: cross-validation folds (paper: 3).
+        ops: the combination ops searched (paper: all four).
+        valid_fraction: share of each fold's training part held aside for the classifiers'
+            validation loss (the kept epoch); the thresholds are searched on the whole training part.
+        group_by_patient: fold by patient when the image ids name patients
+            (:func:`wsslib.data.splitting.patient_groups`), so no patient is in two folds.
+        cam_batch_size: images per CAM batch.
     """
 
-    op: str
-    metric: str
-    thresholds: tuple[float, ...]
-    index: tuple[int, ...]
-    score: float
-    grid: torch.Tensor
-    scores: torch.Tensor
+    models: tuple[ClassifierSpec, ...]
+    cam_method: str = "gradcam"
+    grid_step: float = 0.1
+    select_metric: ThresholdMetric = "dsc_paper"
+    n_folds: int = 3
+    ops: tuple[str, ...] = OPS
+    valid_fraction: float = 0.15
+    group_by_patient: bool = True
+    cam_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if len(self.models) < 2:
+            raise ValueError(f"EnsembleConfig.models: need two classifiers or more, got {len(self.models)}")
+        if not 0.0 < self.valid_fraction < 1.0:
+            raise ValueError(f"EnsembleConfig.valid_fraction must lie in (0, 1), got {self.valid_fraction}")
+        threshold_grid(self.grid_step)  # raises on a step that does not divide [0, 1]
+
+    @property
+    def grid(self) -> torch.Tensor:
+        """``(G,)`` float64: the threshold grid."""
+        return threshold_grid(self.grid_step)
 
 
-def _best_cell(scores: torch.Tensor, metric: str, op: str) -> tuple[int, ...]:
-    """The first cell (row-major: lowest thresholds first) among the best defined scores."""
-    defined = ~torch.isnan(scores)
-    if not bool(defined.any()):
-        raise DataError(
-            f"fusion search ({op!r}): metric {metric!r} is undefined (NaN) at every grid cell: no "
-            "image has foreground in its mask or prediction. Use a pooled metric ('miou_fg_bg', "
-            "'dsc_paper') or data that holds objects."
-        )
-    best = scores[defined].max()
-    flat = int(torch.nonzero((defined & (scores == best)).flatten())[0])
-    return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), scores.shape))
-
-
-def search_ensembles(
-    maps: torch.Tensor | Sequence[torch.Tensor],
-    target: torch.Tensor,
-    ops: FusionOp | Sequence[FusionOp] = OPS,
-    grid: Sequence[float] | torch.Tensor | None = None,
-    metric: SearchMetric = "dsc_paper",
-    *,
-    method: Literal["hist", "brute"] = "hist",
-    chunk_pixels: int = 2**22,
-) -> dict[str, EnsembleSearch]:
-    """Choose every map's threshold for each op by maximising ``metric`` over the whole grid.
-
-    Run it on TRAINING data; apply the result to held-out data with
-    ``fuse_maps(maps, result.thresholds, result.op)``. Ties go to the first cell in row-major order
-    (the lowest threshold of map 0, then of map 1, ...). ``method="brute"`` re-thresholds the data
-    once per cell (:func:`grid_counts_brute`) and returns exactly the same result, slowly.
-
-    With ``M == 1`` map every op is the identity: a single model's threshold search on the same
-    grid, with the same metric and tie rule.
+def paper_scores(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    """The paper's pooled convention over every image, and per-image scores over the images with an object.
 
     Args:
-        maps: ``(M, N, H, W)`` float CAMs in ``[0, 1]``, or a sequence of ``M`` ``(N, H, W)``.
-        target: ``(N, H, W)`` bool (or 0/1 integer) true masks.
-        ops: one op or several (default all four); the histograms are shared between ops.
-        grid: thresholds tried for every map; default :func:`threshold_grid` (0..1 step 0.1).
-        metric: see :func:`grid_scores`; default the paper's DSC.
-        method: ``"hist"`` (vectorised) or ``"brute"`` (reference).
-        chunk_pixels: see :func:`grid_counts`.
+        pred: ``(N, H, W)`` bool predicted masks.
+        truth: ``(N, H, W)`` bool true masks (some may be empty).
 
     Returns:
-        ``{op: EnsembleSearch}``.
+        ``dsc_paper`` and ``miou_fg_bg`` (pixels pooled over all N images, background included);
+        ``dice``, ``iou``, ``precision``, ``recall`` (per-image means over the images whose true
+        mask is not empty).
+
+    Example:
+        >>> t = torch.zeros(2, 2, 2, dtype=torch.bool); t[0, 0, 0] = True
+        >>> s = paper_scores(t.clone(), t)
+        >>> s["dice"], s["dsc_paper"]
+        (1.0, 1.0)
+    """
+    obj = truth.flatten(1).any(1)
+    allc = metrics.scores_from_counts(metrics.confusion(pred, truth))
+    pos = metrics.scores_from_counts(metrics.confusion(pred[obj], truth[obj]))
+    return {"dsc_paper": allc["dsc_paper"], "miou_fg_bg": allc["miou_fg_bg"], "dice": pos["dice"],
+            "iou": pos["iou"], "precision": pos["precision"], "recall": pos["recall"]}
+
+
+@dataclass
+class EnsembleSplit:
+    """What :func:`ensemble_on_split` found and scored.
+
+    Attributes:
+        searches: ``{method: GridSearch}`` chosen on the fit part: one per single model (``"model A"``
+            ...; thresholds of one map) and one per op (thresholds of every map).
+        masks: ``{method: (N_test, H, W) bool}`` test masks, the baselines included.
+        rows: one record per method (:func:`method_order`): ``method``, the :data:`KEYS`,
+            ``thresholds`` (empty for baselines) and ``train_score`` (the search's score on the fit
+            part; None for baselines).
+    """
+
+    searches: dict[str, GridSearch]
+    masks: dict[str, torch.Tensor]
+    rows: list[dict]
+
+
+def ensemble_on_split(
+    maps_fit: torch.Tensor,
+    truth_fit: torch.Tensor,
+    maps_test: torch.Tensor,
+    truth_test: torch.Tensor,
+    *,
+    ops: Sequence[CombineOp] = OPS,
+    grid: torch.Tensor | Sequence[float] | None = None,
+    metric: ThresholdMetric = "dsc_paper",
+    names: Sequence[str] | None = None,
+    with_baselines: bool = True,
+) -> EnsembleSplit:
+    """Choose every threshold on the fit part, apply it to the test part, score it.
+
+    Each model alone gets its best threshold (:func:`~wsslib.evaluate.thresholds.search_grid` on
+    its own map), every op its best threshold tuple, on the same grid with the same metric (ties:
+    the lowest thresholds). The baselines are **Empty** (all background) and a **centre prior**
+    (a centred ellipse of the fit part's mean object share).
+
+    Args:
+        maps_fit: ``(M, N_fit, H, W)`` float maps in [0, 1] of the M models on the fit part.
+        truth_fit: ``(N_fit, H, W)`` bool true masks of the fit part.
+        maps_test: ``(M, N_test, H, W)``; truth_test: ``(N_test, H, W)``.
+        ops: the combination ops.
+        grid: thresholds (default ``0, 0.1, ..., 1``).
+        metric: what the search maximises.
+        names: the table name of each model (default ``model A``, ``model B``, ...).
+        with_baselines: add the Empty and centre-prior rows.
+
+    Returns:
+        :class:`EnsembleSplit`.
 
     Raises:
-        ShapeError: bad shapes or dtypes. ValueError: unknown op, metric or method, bad grid.
-        DataError: the metric is NaN at every cell.
-
-    Example:
-        >>> a = torch.tensor([[[0.2, 0.6, 0.9, 0.4]]]); b = torch.tensor([[[0.8, 0.7, 0.1, 0.6]]])
-        >>> t = torch.tensor([[[False, True, False, False]]])
-        >>> r = search_ensembles([a, b], t, ops="and", metric="dice")["and"]
-        >>> r.thresholds, r.score
-        ((0.2, 0.6), 1.0)
+        ShapeError: maps and masks that do not match. ValueError: unknown op or metric; names of
+        the wrong length. DataError: the metric is undefined on the fit part.
     """
-    ops = _check_ops(ops)
-    _check_metric(metric)
-    g = _check_grid(grid)
-    if method == "hist":
-        counts = grid_counts(maps, target, ops, g, per_image=metric in _PER_IMAGE, chunk_pixels=chunk_pixels)
-    elif method == "brute":
-        counts = grid_counts_brute(maps, target, ops, g)
-    else:
-        raise ValueError(f"method must be 'hist' or 'brute', got {method!r}")
-    return search_from_counts(counts, g, metric)
+    if maps_fit.dim() != 4 or maps_test.dim() != 4 or maps_fit.shape[0] != maps_test.shape[0]:
+        raise ValueError(f"maps_fit and maps_test must be (M, N, H, W) with the same M, got "
+                         f"{tuple(maps_fit.shape)} and {tuple(maps_test.shape)}")
+    n_models = maps_fit.shape[0]
+    names = list(names) if names is not None else role_names(n_models)
+    if len(names) != n_models:
+        raise ValueError(f"names: one per model ({n_models}), got {names}")
+    grid = threshold_grid() if grid is None else grid
+    truth_fit, truth_test = truth_fit.bool(), truth_test.bool()
+    searches = {name: search_grid(maps_fit[j : j + 1], truth_fit, "or", grid, metric)["or"]
+                for j, name in enumerate(names)}
+    searches.update(search_grid(maps_fit, truth_fit, tuple(ops), grid, metric))
+    n, h, w = truth_test.shape
+    masks: dict[str, torch.Tensor] = {}
+    if with_baselines:
+        share = baselines.mean_foreground_share(truth_fit)
+        masks["Empty"] = baselines.empty_masks(n, h, w)
+        masks["centre prior"] = baselines.centre_prior(h, w, share).expand(n, h, w)
+    for j, name in enumerate(names):
+        masks[name] = combine_maps(maps_test[j : j + 1], searches[name].thresholds, "or")
+    for op in ops:
+        masks[op] = combine_maps(maps_test, searches[op].thresholds, op)
+    rows = []
+    for method, pred in masks.items():
+        s = searches.get(method)
+        rows.append({"method": method, **paper_scores(pred, truth_test),
+                     "thresholds": list(s.thresholds) if s else [], "train_score": s.score if s else None})
+    return EnsembleSplit(searches=searches, masks=masks, rows=rows)
 
 
-def search_from_counts(
-    counts: dict[str, Counts], grid: Sequence[float] | torch.Tensor, metric: SearchMetric
-) -> dict[str, EnsembleSearch]:
-    """The best cell of each op from grid counts (:func:`grid_counts` or :func:`grid_counts_brute`).
+@dataclass
+class EnsembleCV:
+    """What :func:`cross_validate_ensembles` measured.
 
-    Args:
-        counts: ``{op: Counts}``, fields ``(G,) * M + (N,)`` (or ``+ (1,)`` pooled).
-        grid: the ``G`` thresholds the counts were made with.
-        metric: see :func:`grid_scores`.
-
-    Returns:
-        ``{op: EnsembleSearch}``; ties go to the first cell in row-major order.
-
-    Example:
-        >>> c = Counts(*(torch.tensor([[1], [2]]) for _ in range(4)))   # 2 cells, 1 image
-        >>> search_from_counts({"or": c}, [0.3, 0.6], "dice")["or"].thresholds
-        (0.3,)
+    Attributes:
+        folds: one row per (method, fold): :data:`KEYS`, ``thresholds``, ``train_score``, ``fold``.
+        summary: one row per method (:func:`method_order`): ``method``, ``source`` (``"this run"``),
+            ``backbone``, each key's mean over folds and ``<key>_sd`` (sample sd), and
+            ``thresholds_per_fold``.
+        classification: one row per (model, fold): ``method``, ``backbone``, ``fold``,
+            ``best_epoch``, ``accuracy`` on the held-out fold.
+        grid: ``(G,)`` float64 thresholds.
+        grid_scores: ``{op: (n_folds, G, ..., G)}`` the training-part score of every cell per fold.
+        chosen: ``{op: [cell index per fold]}``.
+        fold_of: ``(N,)`` int64 fold of every image.
+        grouped: whether the folds were grouped by patient.
+        metric: the selection metric (the key of :meth:`grid_records`).
+        examples: up to 5 held-out images of fold 0 that hold an object: ``images`` (n, 3, H, W),
+            ``truth`` (n, H, W), ``cam_a`` / ``cam_b`` (n, H, W), ``mask_a`` and ``mask_and`` (n, H, W).
+        seconds: wall time.
     """
-    _check_metric(metric)
-    g = _check_grid(grid)
-    out = {}
-    for op, c in counts.items():
-        scores = grid_scores(c, metric)
-        if tuple(scores.shape) != (g.numel(),) * scores.dim():
-            raise ShapeError(f"counts[{op!r}] have grid shape {tuple(scores.shape)} but the grid holds {g.numel()} values")
-        cell = _best_cell(scores, metric, op)
-        out[op] = EnsembleSearch(
-            op=op, metric=metric, thresholds=tuple(float(g[k]) for k in cell), index=cell,
-            score=float(scores[cell]), grid=g, scores=scores,
-        )
+
+    folds: list[dict]
+    summary: list[dict]
+    classification: list[dict]
+    grid: torch.Tensor
+    grid_scores: dict[str, torch.Tensor]
+    chosen: dict[str, list[tuple[int, ...]]]
+    fold_of: torch.Tensor
+    grouped: bool
+    metric: str = "dsc_paper"
+    examples: dict[str, torch.Tensor] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def grid_records(self) -> list[dict]:
+        """The fold-mean grid of two models as records: ``method`` (the op), ``threshold_a``,
+        ``threshold_b`` and the selection metric (keyed by its name)."""
+        g = self.grid.tolist()
+        out = []
+        for op, s in self.grid_scores.items():
+            mean = s.mean(0)
+            if mean.dim() != 2:
+                continue
+            out += [{"method": op, "threshold_a": ta, "threshold_b": tb, self.metric: float(mean[i, j])}
+                    for i, ta in enumerate(g) for j, tb in enumerate(g)]
+        return out
+
+
+def _summarise(fold_rows: list[dict], order: list[str], backbones: dict[str, str]) -> list[dict]:
+    out = []
+    for method in order:
+        rs = [r for r in fold_rows if r["method"] == method]
+        row: dict = {"method": method, "source": "this run", "backbone": backbones.get(method)}
+        for key in KEYS:
+            v = torch.tensor([float(r[key]) for r in rs], dtype=torch.float64)
+            row[key] = float(v.nanmean()) if len(v) else float("nan")
+            ok = v[~v.isnan()]
+            row[key + "_sd"] = float(ok.std()) if len(ok) > 1 else float("nan")
+        row["thresholds_per_fold"] = [r["thresholds"] for r in rs]
+        out.append(row)
     return out
 
 
-def search_thresholds(
-    maps: torch.Tensor | Sequence[torch.Tensor],
-    target: torch.Tensor,
-    op: FusionOp = "and",
-    grid: Sequence[float] | torch.Tensor | None = None,
-    metric: SearchMetric = "dsc_paper",
+def cross_validate_ensembles(
+    config: EnsembleConfig,
+    data: TensorBatch,
     *,
-    method: Literal["hist", "brute"] = "hist",
-) -> EnsembleSearch:
-    """:func:`search_ensembles` for one op.
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> EnsembleCV:
+    """EnsembleCAM's k-fold protocol: train, explain, search thresholds, score: fold by fold.
 
-    Example:
-        >>> a = torch.tensor([[[0.2, 0.6, 0.9]]])
-        >>> search_thresholds([a], torch.tensor([[[False, True, True]]]), metric="dice").thresholds
-        (0.2,)
+    In fold ``k`` the models are trained on the other folds (``valid_fraction`` of them held aside
+    for the validation loss that picks the kept epoch; model ``j`` seeded ``seed + 100 k + j``),
+    the CAM of class 1 is taken on EVERY image (images without an object get a CAM too, as in the
+    paper), and :func:`ensemble_on_split` chooses the thresholds on the training part and scores
+    fold ``k``. The folds are stratified by label (``seed``) and grouped by patient where the
+    ids name patients.
+
+    Args:
+        config: the protocol (:class:`EnsembleConfig`).
+        data: every image: ``images`` (N, 3, S, S) in [0, 1], ``labels`` (N,), ``masks`` (N, S, S)
+            (all False on images without an object), ``ids`` (used for patient groups).
+        seed: folds, model initialisation and training.
+        device: where to train and explain.
+        progress: a line per fold (fastai's per-epoch bars stay off: 2 k trainings).
+
+    Returns:
+        :class:`EnsembleCV`.
+
+    Raises:
+        ValueError: data without masks, or too few images / patients for ``n_folds``.
     """
-    return search_ensembles(maps, target, (op,), grid, metric, method=method)[op]
+    if data.masks is None:
+        raise ValueError("cross_validate_ensembles: data.masks is None; the protocol scores masks")
+    t0 = time.perf_counter()
+    groups = patient_groups(data.ids) if config.group_by_patient else None
+    if groups is not None:
+        fold_of = stratified_group_folds(data.labels, groups, config.n_folds, seed)
+    else:
+        fold_of = stratified_folds(data.labels, config.n_folds, seed)
+    grid = config.grid
+    roles = role_names(len(config.models))
+    backbones = dict(zip(roles, (s.title for s in config.models)))
+    truth = data.masks.bool()
+    fold_rows: list[dict] = []
+    cls_rows: list[dict] = []
+    grid_scores: dict[str, list[torch.Tensor]] = {op: [] for op in config.ops}
+    chosen: dict[str, list[tuple[int, ...]]] = {op: [] for op in config.ops}
+    examples: dict[str, torch.Tensor] = {}
+    for k in range(config.n_folds):
+        tr, te = torch.nonzero(fold_of != k).flatten(), torch.nonzero(fold_of == k).flatten()
+        perm = tr[torch.randperm(len(tr), generator=torch.Generator().manual_seed(seed + k))]
+        n_val = max(2, int(config.valid_fraction * len(perm)))
+        fit, val = data.subset(perm[n_val:]), data.subset(perm[:n_val])
+        maps = []
+        for j, (role, spec) in enumerate(zip(roles, config.models)):
+            res = fit_classifier(spec, fit, val, seed=seed + 100 * k + j, device=device, progress=False)
+            logits = predict_logits(res.model, data.images[te])
+            cls_rows.append({"method": role, "backbone": spec.title, "fold": k, "best_epoch": res.best_epoch,
+                             "accuracy": metrics.accuracy(logits.argmax(1), data.labels[te])})
+            maps.append(cams.compute_cams(res.model, data.images, method=config.cam_method, targets=1,
+                                          batch_size=config.cam_batch_size).cpu())
+        maps_all = torch.stack(maps)  # (M, N, H, W)
+        split = ensemble_on_split(maps_all[:, tr], truth[tr], maps_all[:, te], truth[te], ops=config.ops,
+                                  grid=grid, metric=config.select_metric, names=roles)
+        fold_rows += [{**r, "fold": k} for r in split.rows]
+        for op in config.ops:
+            grid_scores[op].append(split.searches[op].scores)
+            chosen[op].append(split.searches[op].index)
+        if not examples:
+            idx = te[truth[te].flatten(1).any(1)][:5]
+            pos = torch.searchsorted(te, idx)  # rows of the test part
+            examples = {"images": data.images[idx], "truth": truth[idx], "cam_a": maps_all[0, idx],
+                        "cam_b": maps_all[1, idx], "mask_a": split.masks[roles[0]][pos]}
+            if "and" in split.masks:
+                examples["mask_and"] = split.masks["and"][pos]
+        if progress:
+            accs = ", ".join(f"{r['method']} {r['accuracy']:.3f}" for r in cls_rows[-len(roles):])
+            print(f"fold {k}: accuracy {accs} ({time.perf_counter() - t0:.0f} s)")
+    return EnsembleCV(
+        folds=fold_rows,
+        summary=_summarise(fold_rows, method_order(len(roles), config.ops), backbones),
+        classification=cls_rows, grid=grid,
+        grid_scores={op: torch.stack(v) for op, v in grid_scores.items()},
+        chosen=chosen, fold_of=fold_of, grouped=groups is not None, metric=config.select_metric, examples=examples,
+        seconds=time.perf_counter() - t0,
+    )

@@ -1,11 +1,12 @@
-"""``wsslib bench thresholds``: the ensemble threshold search, brute force versus histograms.
+"""``wsslib bench thresholds``: THE threshold search, brute force versus histograms.
 
 On the same CAM-like maps of ``models`` models (default 2 models, 500 images at 128 px, with the
 EnsembleCAM grid 0..1 step 0.1 = 11 x 11 cells and all four ops):
 
-- brute: :func:`wsslib.fusion.search_ensembles` with ``method="brute"`` (:func:`~wsslib.fusion.grid_counts_brute`
-  then :func:`~wsslib.fusion.search_from_counts`): every cell re-thresholds and fuses the maps and
-  counts the confusion (``G^M`` passes over the data per op);
+- brute: :func:`wsslib.evaluate.thresholds.search_grid` with ``method="brute"``
+  (:func:`~wsslib.evaluate.thresholds.grid_counts_brute` then
+  :func:`~wsslib.evaluate.thresholds.search_from_counts`): every cell re-thresholds and combines
+  the maps and counts the confusion (``G^M`` passes over the data per op);
 - fast: the same call with ``method="hist"``: each map quantised once, one joint histogram,
   every cell's counts read from cumulative sums.
 
@@ -22,11 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 
-from wsslib.methods import ensembles as fusion
+from wsslib.evaluate import thresholds as th
 from wsslib.core.maps import minmax_per_image
 
 __all__ = ["main", "pseudo_cams", "run"]
@@ -67,25 +69,25 @@ def run(
     images: int = 500,
     size: int = 128,
     step: float = 0.1,
-    ops: tuple[str, ...] = fusion.OPS,
+    ops: tuple[str, ...] = th.COMBINE_OPS,
     metric: str = "dice",
     repeats: int = 3,
     seed: int = 0,
 ) -> dict:
     """Time brute force (once) and the histogram search (best of ``repeats``); return the JSON record."""
     maps, masks = pseudo_cams(models, images, size, seed)
-    grid = fusion.threshold_grid(step)
-    t0 = time.perf_counter()  # = search_ensembles(..., method="brute"), keeping the counts
-    c_brute = fusion.grid_counts_brute(maps, masks, ops, grid)
-    brute = fusion.search_from_counts(c_brute, grid, metric)
+    grid = th.threshold_grid(step)
+    t0 = time.perf_counter()  # = search_grid(..., method="brute"), keeping the counts
+    c_brute = th.grid_counts_brute(maps, masks, ops, grid)
+    brute = th.search_from_counts(c_brute, grid, metric)
     t_brute = time.perf_counter() - t0
     t_fast = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fast = fusion.search_ensembles(maps, masks, ops, grid, metric, method="hist")
+        fast = th.search_grid(maps, masks, ops, grid, metric, method="hist")
         t_fast = min(t_fast, time.perf_counter() - t0)
     # counts, untimed: the histogram path (per image) against the brute force, every op and cell
-    c_fast = fusion.grid_counts(maps, masks, ops, grid, per_image=True)
+    c_fast = th.grid_counts(maps, masks, ops, grid, per_image=True)
     same_counts = all(torch.equal(a, b) for op in ops for a, b in zip(c_fast[op], c_brute[op]))
     same_grid = all(torch.equal(fast[op].scores.nan_to_num(-1.0), brute[op].scores.nan_to_num(-1.0)) for op in ops)
     same_opt = all(fast[op].index == brute[op].index and fast[op].score == brute[op].score for op in ops)
@@ -105,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=500)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--step", type=float, default=0.1, help="grid step over 0..1 (default 0.1: 11 values)")
-    ap.add_argument("--ops", default=",".join(fusion.OPS))
-    ap.add_argument("--metric", default="dice", choices=["dice", "iou", "pooled_dice", "pooled_iou", "miou_fg_bg", "dsc_paper"])
+    ap.add_argument("--ops", default=",".join(th.COMBINE_OPS))
+    ap.add_argument("--metric", default="dice", choices=list(get_args(th.ThresholdMetric)))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
