@@ -22,7 +22,9 @@ from wsslib.models import (
     vit_reshape_transform,
 )
 
-ALL = ["densenet121", "efficientnet_b0", "resnet18", "resnet34", "resnet50", "smallcnn", "vit_small"]
+TORCHVISION = ["densenet121", "efficientnet_b0", "resnet18", "resnet34", "resnet50", "smallcnn", "vit_small"]
+LITE = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]  # tests/test_efficientnet_lite.py
+ALL = TORCHVISION + LITE
 SIZE = 64
 KWARGS = {"vit_small": {"image_size": SIZE}}
 
@@ -127,7 +129,7 @@ def test_vit_other_sizes_and_reshape():
         vit_reshape_transform(torch.randn(2, 13, 5))
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", TORCHVISION)
 def test_imagenet_offline_warns_and_works(offline, x, name):
     with pytest.warns(WeightsNotFoundWarning, match=name):
         m = create_model(name, weights="imagenet", **KWARGS.get(name, {}))

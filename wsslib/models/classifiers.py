@@ -3,7 +3,7 @@
 Every model is a :class:`Classifier`::
 
     (B, 3, H, W) float in [0, 1]
-      -> normalize   (ImageNet mean/std, held as buffers: callers never normalise)
+      -> normalize   (ImageNet mean/std, or the backbone's own; buffers: callers never normalise)
       -> features    (backbone feature map, (B, C, h, w))
       -> pool        (global average pooling, (B, C))            = ``embed(x)``
       -> dropout     (nn.Dropout(p), the only stochastic module)
@@ -120,12 +120,15 @@ class Backbone:
         target_layer: the module (inside ``features``) whose output CAM methods use.
         reshape_transform: ``None`` when ``target_layer`` outputs ``(B, C, h, w)``; else a
             function turning its output into ``(B, C, h, w)`` (pytorch-grad-cam convention).
+        normalize: the input normalisation the weights were trained with (``[0, 1]`` ->
+            ``features``' input); ``None`` = ImageNet mean/std (:class:`Normalize`).
     """
 
     features: nn.Module
     num_features: int
     target_layer: nn.Module
     reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    normalize: nn.Module | None = None
 
 
 class Classifier(nn.Module):
@@ -140,6 +143,8 @@ class Classifier(nn.Module):
         dropout: dropout probability ``p`` of the head, ``0 <= p < 1``.
         reshape_transform: see :class:`Backbone`.
         name: registry name (``"custom"`` when built by hand).
+        normalize: input normalisation module (``None``: ImageNet mean/std; the EfficientNet-Lite
+            backbones pass their own, ``(255 x - 127) / 128``).
 
     Shapes:
         ``forward(x)``: ``x (B, 3, H, W)`` float in [0, 1] -> logits ``(B, num_classes)``.
@@ -162,13 +167,14 @@ class Classifier(nn.Module):
         dropout: float = 0.5,
         reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         name: str = "custom",
+        normalize: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        self.normalize = Normalize()
+        self.normalize = Normalize() if normalize is None else normalize
         self.features = features
         self.pool = GlobalAvgPool()
         self.dropout = nn.Dropout(float(dropout))
@@ -370,6 +376,7 @@ def create_model(
             dropout=dropout,
             reshape_transform=bb.reshape_transform,
             name=name,
+            normalize=bb.normalize,
         )
     model.config = {"name": name, "num_classes": int(num_classes), "dropout": float(dropout), "kwargs": dict(kwargs)}
     return model
@@ -657,3 +664,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     model.image_size = ckpt.get("image_size")
     model.map_threshold = ckpt.get("map_threshold")
     return model.to(map_location).eval()
+
+
+# Registers efficientnet_lite0/1/2 (imports this module's names, so it comes last).
+from wsslib.models import efficientnet_lite as _efficientnet_lite  # noqa: E402,F401
