@@ -1,4 +1,4 @@
-"""Tests of :mod:`wsslib.ccam`: shapes, the contrastive loss, training, maps and polarity."""
+"""Tests of :mod:`wsslib.explain.ccam`: shapes, the contrastive loss, training, maps and polarity."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import torch
 
 from wsslib.explain.ccam import (
     CCAM,
+    CCAMTrainConfig,
+    CCAMTrainResult,
     ccam_loss,
     ccam_maps,
     choose_polarity,
@@ -171,27 +173,36 @@ def _toy_batch(n: int = 8, size: int = 32, seed: int = 0) -> tuple[torch.Tensor,
 def test_loss_decreases_on_toy_batch():
     x, _ = _toy_batch()
     model = CCAM("smallcnn", seed=0)
-    res = train_ccam(model, x, epochs=15, lr=3e-3, batch_size=8, optimizer="adam", device="cpu",
-                     seed=0, progress=False)
+    res = train_ccam(model, x, CCAMTrainConfig(epochs=15, lr=3e-3, batch_size=8, optimizer="adam", seed=0),
+                     device="cpu", progress=False)
     losses = [h["loss"] for h in res.history]
     assert len(losses) == 15 and all(math.isfinite(v) for v in losses)
     assert min(losses[-3:]) < losses[0] - 0.05
     assert {"epoch", "loss", "neg", "pos_fg", "pos_bg", "lr"} <= res.history[0].keys()
     assert not model.training
+    assert isinstance(res, CCAMTrainResult) and res.model is model
+    assert res.best_epoch == 14 and res.seconds > 0 and res.device == "cpu"
 
 
-def test_training_is_deterministic():
+def test_training_is_deterministic_and_leaves_global_rng_alone():
     x, _ = _toy_batch(n=6)
-    h = [train_ccam(CCAM("smallcnn", seed=3), x, epochs=2, batch_size=3, lr=1e-3, device="cpu", seed=5,
-                    progress=False).history for _ in range(2)]
+    cfg = CCAMTrainConfig(epochs=2, batch_size=3, lr=1e-3, seed=5)
+    state = torch.get_rng_state()
+    h = [train_ccam(CCAM("smallcnn", seed=3), x, cfg, device="cpu", progress=False).history for _ in range(2)]
     assert h[0] == h[1]
+    assert torch.equal(torch.get_rng_state(), state)  # no hidden state: the caller's stream is untouched
+    other = train_ccam(CCAM("smallcnn", seed=3), x, CCAMTrainConfig(epochs=2, batch_size=3, lr=1e-3, seed=6),
+                       device="cpu", progress=False).history
+    assert other != h[0]  # the seed drives shuffling and flips
 
 
 def test_train_errors():
     with pytest.raises(ShapeError, match="at least 2"):
         train_ccam(CCAM("smallcnn"), _images(1), progress=False, device="cpu")
     with pytest.raises(ValueError, match="optimizer"):
-        train_ccam(CCAM("smallcnn"), _images(4), optimizer="rmsprop", progress=False, device="cpu")
+        CCAMTrainConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="batch_size"):
+        CCAMTrainConfig(batch_size=1)
 
 
 # ---------------------------------------------------------------------------- maps, polarity
@@ -273,8 +284,8 @@ def test_polarity_deletion_rule():
 def test_polarity_of_trained_toy_model_points_at_the_squares():
     """End to end: train on toy images, decide polarity on them, the chosen map overlaps the squares."""
     x, masks = _toy_batch(n=16, seed=1)
-    model = train_ccam(CCAM("smallcnn", seed=0), x, epochs=12, lr=3e-3, batch_size=8, optimizer="adam",
-                       device="cpu", seed=0, progress=False).model
+    cfg = CCAMTrainConfig(epochs=12, lr=3e-3, batch_size=8, optimizer="adam", seed=0)
+    model = train_ccam(CCAM("smallcnn", seed=0), x, cfg, device="cpu", progress=False).model
     raw = ccam_maps(model, x)
     pol = choose_polarity(raw, reference=masks.float(), method="reference")
     maps = ccam_maps(model, x, flip=pol.flip)

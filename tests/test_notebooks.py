@@ -6,10 +6,7 @@ pyproject.toml; this file asserts the numbers they record.)
 
 from __future__ import annotations
 
-import math
-
 import pytest
-from nbresults import rows
 
 from wsslib.apps.reproduce import find_notebooks
 
@@ -31,13 +28,3 @@ def test_results_json_shape(smoke_results, nb):
                 if r.get(k) is not None:
                     assert 0.0 <= r[k] <= 1.0, (nb, r["method"], k, r[k])
 
-
-def test_quickstart_learns_and_localises(smoke_results):
-    doc = smoke_results["00_quickstart"]
-    cls = doc["tables"]["classification"][0]
-    assert cls["accuracy"] > 0.6, "the classifier should beat chance (0.5) even in smoke mode"
-    seg = rows(doc, "segmentation")
-    cam = next(r for m, r in seg.items() if m.startswith(doc["params"]["cam_method"]))
-    assert seg["empty"]["dice"] == 0.0
-    assert cam["dice"] > seg["empty"]["dice"] + 0.1
-    assert not math.isnan(cam["iou"])

@@ -37,7 +37,7 @@ layer's map) unchanged.
 
 Example:
     >>> import torch
-    >>> from wsslib.ccam import CCAM, ccam_loss, ccam_maps
+    >>> from wsslib.explain.ccam import CCAM, ccam_loss, ccam_maps
     >>> model = CCAM("smallcnn")
     >>> out = model(torch.rand(4, 3, 64, 64))
     >>> out.fg.shape, out.bg.shape, out.map.shape
@@ -51,7 +51,8 @@ Example:
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -59,13 +60,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsslib.core.errors import ShapeError
+from wsslib.core.maps import minmax_per_image
+from wsslib.core.utils import check_shape, eval_mode, resolve_device, rng_scope
+from wsslib.data.augment import FlipAugment
 from wsslib.models.classifiers import Classifier, Normalize, create_model
-from wsslib.core.utils import check_shape, eval_mode, resolve_device
+from wsslib.models.training import TrainResult
 
 __all__ = [
     "CCAM",
     "CCAMLoss",
     "CCAMOutput",
+    "CCAMTrainConfig",
     "CCAMTrainResult",
     "Polarity",
     "PolarityMethod",
@@ -137,8 +142,8 @@ class CCAM(nn.Module):
         multi_level: for ResNets and ``smallcnn``, concatenate the last two stages' outputs
             (their ``layer3 + layer4``); needs ``last_stride_one`` (same resolution).
         seed: seeds the random initialisation (without touching the global RNG).
-        **model_kwargs: passed to :func:`wsslib.models.create_model` (e.g. ``image_size`` for
-            ``vit_small``).
+        **model_kwargs: passed to :func:`wsslib.models.create_model` (e.g. ``image_size``: used by
+            the builders that need it, such as ``vit_small``, ignored by the others).
 
     Shapes:
         ``forward(x)``: ``x (B, 3, H, W)`` float in [0, 1] -> :class:`CCAMOutput`
@@ -165,9 +170,9 @@ class CCAM(nn.Module):
         super().__init__()
         if multi_level and not last_stride_one and backbone in _MULTI_LEVEL:
             raise ValueError("multi_level=True needs last_stride_one=True (the two stages must share a resolution)")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            clf = create_model(backbone, num_classes=1, dropout=0.0, weights=weights, weights_dir=weights_dir, **model_kwargs)
+        with rng_scope(seed, devices=[]):  # the head's initialisation; create_model seeds the backbone
+            clf = create_model(backbone, num_classes=1, dropout=0.0, weights=weights, weights_dir=weights_dir,
+                               seed=seed, **model_kwargs)
             self.normalize = Normalize()
             self.backbone = clf.features
             self.levels: tuple[str, ...] = ()
@@ -355,18 +360,60 @@ def ccam_loss(fg: torch.Tensor, bg: torch.Tensor, alpha: float = 0.25, variant: 
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class CCAMTrainResult:
-    """What :func:`train_ccam` returns.
+@dataclass(frozen=True)
+class CCAMTrainConfig:
+    """How :func:`train_ccam` trains; defaults follow Xie et al.'s setup.
 
     Attributes:
-        model: the trained :class:`CCAM` (eval mode, on the training device).
-        history: one dict per epoch: ``epoch``, ``loss``, ``neg``, ``pos_fg``, ``pos_bg``
-            (means over the epoch's batches), ``lr`` (backbone learning rate at the epoch's end).
+        epochs: passes over the images (theirs: 10).
+        lr: base learning rate of the backbone (theirs: 1e-3); the head gets ``lr * head_lr_mult``.
+        batch_size: images per step (theirs: 32), at least 2 (contrastive pairs); the last
+            incomplete batch of an epoch is dropped.
+        optimizer: ``"sgd"`` (theirs, with ``momentum``) or ``"adam"`` (same poly schedule; trains
+            a randomly initialised small backbone much faster on a CPU).
+        momentum: SGD momentum (theirs: 0.9).
+        weight_decay: theirs: 1e-4.
+        head_lr_mult: head learning-rate multiplier (theirs: 10).
+        poly_power: the "poly" schedule ``lr * (1 - step / steps) ** poly_power`` (theirs: 0.9).
+        alpha: rank-weight decay of the positive terms (theirs: 0.25), see :func:`ccam_loss`.
+        variant: ``"paper"`` or ``"code"`` normalisation of the loss, see :func:`ccam_loss`.
+        augment: random horizontal and vertical flips of each batch
+            (:class:`~wsslib.data.augment.FlipAugment`).
+        seed: seeds shuffling and flips.
     """
 
-    model: CCAM
-    history: list[dict] = field(default_factory=list)
+    epochs: int = 10
+    lr: float = 1e-3
+    batch_size: int = 32
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    head_lr_mult: float = 10.0
+    poly_power: float = 0.9
+    alpha: float = 0.25
+    variant: Variant = "paper"
+    augment: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ValueError(f"CCAMTrainConfig: epochs must be >= 1 and batch_size >= 2, got epochs={self.epochs}, "
+                             f"batch_size={self.batch_size}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"CCAMTrainConfig: optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.variant not in ("paper", "code"):
+            raise ValueError(f"CCAMTrainConfig: variant must be 'paper' or 'code', got {self.variant!r}")
+
+
+@dataclass
+class CCAMTrainResult(TrainResult):
+    """What :func:`train_ccam` returns: a :class:`~wsslib.models.training.TrainResult` whose
+    ``model`` is the trained :class:`CCAM` (eval mode, on ``device``).
+
+    ``history`` holds one dict per epoch: ``epoch``, ``loss``, ``neg``, ``pos_fg``, ``pos_bg``
+    (means over the epoch's batches), ``lr`` (backbone learning rate at the epoch's end).
+    CCAM has no validation set: ``best_epoch`` is the last epoch (the weights kept).
+    """
 
 
 def _param_groups(model: CCAM, lr: float, head_lr_mult: float, weight_decay: float) -> list[dict]:
@@ -382,121 +429,105 @@ def _param_groups(model: CCAM, lr: float, head_lr_mult: float, weight_decay: flo
 def train_ccam(
     model: CCAM,
     images: torch.Tensor,
+    config: CCAMTrainConfig | None = None,
     *,
-    epochs: int = 10,
-    lr: float = 1e-3,
-    batch_size: int = 32,
-    optimizer: Literal["sgd", "adam"] = "sgd",
-    momentum: float = 0.9,
-    weight_decay: float = 1e-4,
-    head_lr_mult: float = 10.0,
-    poly_power: float = 0.9,
-    alpha: float = 0.25,
-    variant: Variant = "paper",
-    augment: bool = True,
     device: str | torch.device = "auto",
-    seed: int = 0,
     progress: bool = True,
 ) -> CCAMTrainResult:
-    """Train CCAM on unlabelled images with a plain loop (tqdm progress bar).
+    """Train CCAM on unlabelled images (a plain loop with a tqdm bar).
 
-    Defaults follow their setup: SGD (momentum 0.9) with the "poly" schedule
-    ``lr * (1 - step / steps) ** 0.9``, base lr 1e-3, the head at ``head_lr_mult`` (10x) the
-    backbone's rate, batch 32, 10 epochs, ``alpha = 0.25``. ``optimizer="adam"`` (same poly
-    schedule) trains a randomly initialised small backbone much faster on a CPU.
+    Schedule: ``config.optimizer`` over two parameter groups (backbone at ``lr``, head at
+    ``lr * head_lr_mult``) with the "poly" decay ``lr * (1 - step / steps) ** poly_power`` applied
+    before every step. Shuffling and flips draw from ONE private generator seeded by
+    ``config.seed`` (the flips through :class:`~wsslib.data.augment.FlipAugment`, whose
+    generator also shuffles), and the block runs inside :func:`~wsslib.core.utils.rng_scope`,
+    so the caller's global random state is untouched.
+
+    Why not fastai's ``Learner`` (as :func:`~wsslib.models.training.train_classifier` uses):
+    CCAM has no labels, no validation set and no metric, so none of the Learner's callbacks
+    (recorder of validation scores, early stopping, keeping the best epoch) applies; its loss
+    takes the model's ``(fg, bg)`` embeddings, not predictions and targets; and the schedule is
+    a per-step poly decay with a different rate per parameter group, which fastai's schedulers
+    would express only through a custom callback. The loop below is shorter than that.
 
     Args:
         model: a :class:`CCAM` (trained in place).
         images: ``(N, 3, H, W)`` float in [0, 1], ``N >= 2``; labels are not used (CCAM is
             class-agnostic). Batches are moved to ``device`` one at a time.
-        epochs, lr, batch_size, optimizer, momentum, weight_decay, head_lr_mult, poly_power: see above.
-        alpha, variant: see :func:`ccam_loss`.
-        augment: random horizontal and vertical flips of each batch.
+        config: a :class:`CCAMTrainConfig` (default: their setup).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ...
-        seed: seeds shuffling and flips (a private generator; global RNG untouched).
         progress: tqdm progress bar over the steps.
 
     Returns:
-        :class:`CCAMTrainResult` with the model in eval mode and the per-epoch history.
+        :class:`CCAMTrainResult` (model in eval mode, per-epoch history, seconds, device).
 
     Raises:
         ShapeError: ``images`` is not ``(N, 3, H, W)`` float with ``N >= 2``.
-        ValueError: bad ``epochs``, ``batch_size`` or ``optimizer``.
+
+    Example:
+        >>> res = train_ccam(CCAM("smallcnn"), torch.rand(8, 3, 32, 32), CCAMTrainConfig(epochs=1, batch_size=4),
+        ...                  device="cpu", progress=False)
+        >>> len(res.history), res.best_epoch
+        (1, 0)
     """
+    cfg = config or CCAMTrainConfig()
     check_shape("images", images, (None, 3, None, None))
     if not images.dtype.is_floating_point:
         raise ShapeError(f"images: expected a float tensor in [0, 1], got dtype {images.dtype}")
     n = images.shape[0]
     if n < 2:
         raise ShapeError(f"images: CCAM needs at least 2 images (contrastive pairs), got {n}")
-    if epochs < 1 or batch_size < 2:
-        raise ValueError(f"epochs must be >= 1 and batch_size >= 2, got epochs={epochs}, batch_size={batch_size}")
+    t0 = time.perf_counter()
     dev = resolve_device(device)
     model.to(dev).train()
-    groups = _param_groups(model, lr, head_lr_mult, weight_decay)
-    if optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum)
-    elif optimizer == "adam":
-        opt = torch.optim.Adam(groups, lr=lr)
-    else:
-        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
-
-    bs = min(batch_size, n)
+    groups = _param_groups(model, cfg.lr, cfg.head_lr_mult, cfg.weight_decay)
+    opt: torch.optim.Optimizer = (torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum) if cfg.optimizer == "sgd"
+                                  else torch.optim.Adam(groups, lr=cfg.lr))
+    bs = min(cfg.batch_size, n)
     per_epoch = n // bs  # drop the last incomplete batch (a batch of 1 has no positive pair)
-    steps = per_epoch * epochs
-    gen = torch.Generator().manual_seed(seed)
+    steps = per_epoch * cfg.epochs
+    flip = FlipAugment(cfg.seed)
     bar = None
     if progress:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, desc="CCAM")
     history: list[dict] = []
     step = 0
     try:
-        for epoch in range(epochs):
-            perm = torch.randperm(n, generator=gen)
-            sums = {"loss": 0.0, "neg": 0.0, "pos_fg": 0.0, "pos_bg": 0.0}
-            for k in range(per_epoch):
-                idx = perm[k * bs : (k + 1) * bs]
-                x = images[idx]
-                if augment:
-                    h = torch.rand(len(idx), generator=gen) < 0.5
-                    v = torch.rand(len(idx), generator=gen) < 0.5
-                    x = torch.where(h.view(-1, 1, 1, 1), x.flip(-1), x)
-                    x = torch.where(v.view(-1, 1, 1, 1), x.flip(-2), x)
-                x = x.to(dev, dtype=torch.float32)
-                scale = (1.0 - step / steps) ** poly_power
-                for g in opt.param_groups:
-                    g["lr"] = g["base_lr"] * scale
-                out = model(x)
-                terms = ccam_loss(out.fg, out.bg, alpha=alpha, variant=variant)
-                opt.zero_grad(set_to_none=True)
-                terms.total.backward()
-                opt.step()
-                step += 1
-                for key, val in zip(("loss", "neg", "pos_fg", "pos_bg"), terms):
-                    sums[key] += float(val.detach())
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch, loss=f"{float(terms.total.detach()):.3f}")
-            history.append({"epoch": epoch, **{k: v / per_epoch for k, v in sums.items()},
-                            "lr": opt.param_groups[0]["lr"]})
+        with rng_scope(cfg.seed):
+            for epoch in range(cfg.epochs):
+                perm = torch.randperm(n, generator=flip.gen)
+                sums = dict.fromkeys(("loss", "neg", "pos_fg", "pos_bg"), 0.0)
+                for k in range(per_epoch):
+                    x = images[perm[k * bs : (k + 1) * bs]]
+                    x = (flip(x) if cfg.augment else x).to(dev, dtype=torch.float32)
+                    for g in opt.param_groups:
+                        g["lr"] = g["base_lr"] * (1.0 - step / steps) ** cfg.poly_power
+                    out = model(x)
+                    terms = ccam_loss(out.fg, out.bg, alpha=cfg.alpha, variant=cfg.variant)
+                    opt.zero_grad(set_to_none=True)
+                    terms.total.backward()
+                    opt.step()
+                    step += 1
+                    for key, val in zip(sums, terms):
+                        sums[key] += float(val.detach())
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(epoch=epoch, loss=f"{float(terms.total.detach()):.3f}")
+                history.append({"epoch": epoch, **{k: v / per_epoch for k, v in sums.items()},
+                                "lr": opt.param_groups[0]["lr"]})
     finally:
         if bar is not None:
             bar.close()
     model.eval()
-    return CCAMTrainResult(model=model, history=history)
+    return CCAMTrainResult(model=model, history=history, best_epoch=len(history) - 1,
+                           seconds=time.perf_counter() - t0, device=str(dev))
 
 
 # --------------------------------------------------------------------------------------------
 # Maps and polarity
 # --------------------------------------------------------------------------------------------
-
-
-def _minmax(maps: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    flat = maps.flatten(1)
-    shifted = flat - flat.min(dim=1, keepdim=True).values
-    return (shifted / (shifted.max(dim=1, keepdim=True).values + eps)).view_as(maps)
 
 
 @torch.no_grad()
@@ -547,7 +578,7 @@ def ccam_maps(
             x = images[s : s + batch_size].to(device=device, dtype=torch.float32)
             logits = model(x).logits
             up = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)[:, 0]
-            m = _minmax(up) if normalize == "minmax" else torch.sigmoid(up)
+            m = minmax_per_image(up, inplace=True) if normalize == "minmax" else torch.sigmoid(up)
             out[s : s + batch_size] = (1.0 - m if flip else m).to(images.device)
     return out
 
