@@ -63,7 +63,7 @@ from wsslib.core.errors import ShapeError
 from wsslib.core.maps import minmax_per_image
 from wsslib.core.utils import check_shape, eval_mode, resolve_device, rng_scope
 from wsslib.data.augment import FlipAugment
-from wsslib.models.classifiers import Classifier, Normalize, create_model
+from wsslib.models.classifiers import Classifier, create_model
 from wsslib.models.training import TrainResult
 
 __all__ = [
@@ -173,7 +173,7 @@ class CCAM(nn.Module):
         with rng_scope(seed, devices=[]):  # the head's initialisation; create_model seeds the backbone
             clf = create_model(backbone, num_classes=1, dropout=0.0, weights=weights, weights_dir=weights_dir,
                                seed=seed, **model_kwargs)
-            self.normalize = Normalize()
+            self.normalize = clf.normalize  # the backbone's own input normalisation (Lite: (255x-127)/128)
             self.backbone = clf.features
             self.levels: tuple[str, ...] = ()
             if backbone in _MULTI_LEVEL:
