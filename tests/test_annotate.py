@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from wsslib.apps import cli
-from wsslib.apps.annotate import CRASH_ENV, annotate, list_images, load_image
+from wsslib.apps.annotate import AnnotateSettings, annotate, list_images, load_image
 from wsslib.core.errors import DataError
 from wsslib.models import create_model, load_checkpoint, save_checkpoint
 
@@ -190,7 +190,7 @@ def test_checkpoint_records_what_annotate_needs(tmp_path):
 def test_annotate_all_kinds_and_bad_files(folder, ckpts, tmp_path):
     root, _ = folder
     out = tmp_path / "out"
-    res = annotate(root, ckpts, out, theta=1.0, k=8, batch_size=4, device="cpu", progress=False)
+    res = annotate(root, ckpts, out, AnnotateSettings(theta=1.0, k=8), batch_size=4, device="cpu", progress=False)
     assert res.n_images == len(GOOD) + len(BAD) and res.n_new == res.n_images and res.n_resumed == 0
     assert res.counts == {"healthy": 0, "diseased": len(GOOD), "flagged": 0, "errors": len(BAD)}
     rows = _check_outputs(out, root)
@@ -206,21 +206,22 @@ def test_annotate_all_kinds_and_bad_files(folder, ckpts, tmp_path):
     assert summary["counts"]["errors"] == 3 and summary["settings"]["sizes"] == [32, 32, 32]
     # nothing left to do: a second run computes nothing and rewrites the same outputs
     before = _tree(out)
-    res2 = annotate(root, ckpts, out, theta=1.0, k=8, batch_size=4, device="cpu", progress=False)
+    res2 = annotate(root, ckpts, out, AnnotateSettings(theta=1.0, k=8), batch_size=4, device="cpu", progress=False)
     assert res2.n_new == 0 and res2.n_resumed == res.n_images and _tree(out) == before
     # other settings in the same folder are refused
     with pytest.raises(DataError, match="other settings"):
-        annotate(root, ckpts, out, theta=0.2, k=8, batch_size=4, device="cpu", progress=False)
+        annotate(root, ckpts, out, AnnotateSettings(theta=0.2, k=8), batch_size=4, device="cpu", progress=False)
 
 
 def test_annotate_flagged_and_healthy_branches(folder, ckpts, tmp_path):
     root, _ = folder
-    res = annotate(root, ckpts, tmp_path / "flag", theta=0.0, k=8, device="cpu", progress=False)  # every u > 0
+    res = annotate(root, ckpts, tmp_path / "flag", AnnotateSettings(theta=0.0, k=8), device="cpu", progress=False)  # every u > 0
     assert res.counts["flagged"] == len(GOOD)
     rows = _check_outputs(tmp_path / "flag", root)
     assert (tmp_path / "flag" / "review" / "flagged.txt").read_text().splitlines() == sorted(rows)
     assert json.loads((tmp_path / "flag" / "annotations.coco.json").read_text())["annotations"] == []
-    res = annotate(root, ckpts, tmp_path / "healthy", theta=1.0, p_cut=1.0, k=8, device="cpu", progress=False)
+    res = annotate(root, ckpts, tmp_path / "healthy", AnnotateSettings(theta=1.0, p_cut=1.0, k=8), device="cpu",
+                   progress=False)
     assert res.counts["healthy"] == len(GOOD)
     _check_outputs(tmp_path / "healthy", root)
 
@@ -232,17 +233,37 @@ def test_annotate_needs_size_and_threshold(folder, tmp_path):
     with pytest.raises(DataError, match="--size"):
         annotate(root, [bare], tmp_path / "o1", device="cpu", progress=False)
     with pytest.raises(DataError, match="--map-threshold"):
-        annotate(root, [bare], tmp_path / "o2", size=32, device="cpu", progress=False)
+        annotate(root, [bare], tmp_path / "o2", AnnotateSettings(sizes=(32,)), device="cpu", progress=False)
     assert cli.main(["annotate", str(tmp_path / "nowhere"), "--models", str(bare), "--out", str(tmp_path / "o3"),
                      "--size", "32", "--map-threshold", "0.5", "-q"]) == 2
 
 
+#: Runs ``wsslib annotate`` (argv after the first two arguments) in a fresh Python process whose
+#: journal writer SIGKILLs the process once it has written N records (argv[1]), i.e. between the
+#: next image's mask and its record: the worst moment. The hook lives here, not in wsslib.
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+
+    from wsslib.apps import annotate, cli
+
+    crash_after = int(sys.argv[1])
+    write_record = annotate._Writer.record
+
+    def record_or_die(self, rec):
+        if self.written >= crash_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        write_record(self, rec)
+
+    annotate._Writer.record = record_or_die
+    sys.exit(cli.main(sys.argv[2:]))
+""")
+
+
 def _cli_killed(argv: list[str], crash_after: int) -> int:
-    """Run ``wsslib annotate`` in a fresh Python process whose test hook SIGKILLs it after
-    ``crash_after`` records; returns its exit code (a fresh process, not a fork: a fork of a
-    process with torch's threads running can hang)."""
-    env = {**os.environ, CRASH_ENV: str(crash_after)}
-    r = subprocess.run([sys.executable, "-m", "wsslib.apps.cli", *argv], env=env, capture_output=True, text=True,
+    """Run ``wsslib annotate`` in a fresh Python process that SIGKILLs itself after
+    ``crash_after`` records (:data:`KILLER`); returns its exit code (a fresh process, not a
+    fork: a fork of a process with torch's threads running can hang)."""
+    r = subprocess.run([sys.executable, "-c", KILLER, str(crash_after), *argv], capture_output=True, text=True,
                        timeout=300)
     return r.returncode
 
@@ -257,7 +278,7 @@ def test_killed_and_restarted_equals_uninterrupted(folder, ckpts, tmp_path):
     assert cli.main(["annotate", str(root), "--models", *map(str, ckpts), "--out", str(ref), *opts]) == 0
 
     for crash_after in (4, 3):
-        assert _cli_killed(argv, crash_after) == -9, "the test hook did not kill the run"
+        assert _cli_killed(argv, crash_after) == -9, "the driver did not kill the run"
         records = list((out / "journal").glob("*.json"))
         assert 0 < len(records) < len(GOOD) + len(BAD)
         assert not (out / "decisions.csv").exists()
@@ -286,7 +307,7 @@ def test_annotate_real_polyp_images(shared_data, tmp_path):
         for f in files:
             (images / f"{ds}_{f.name}").symlink_to(f)
     ckpts = _make_ckpts(tmp_path / "ck", bias=0.5, size=48)
-    res = annotate(images, ckpts, tmp_path / "out", k=10, batch_size=4, device="cpu", progress=False)
+    res = annotate(images, ckpts, tmp_path / "out", AnnotateSettings(k=10), batch_size=4, device="cpu", progress=False)
     assert res.n_images == 7 and res.counts["errors"] == 0
     assert sum(res.counts[d] for d in ("healthy", "diseased", "flagged")) == 7
     _check_outputs(tmp_path / "out", images)
@@ -300,12 +321,34 @@ def test_retry_errors_after_a_file_is_fixed(ckpts, tmp_path):
         Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(images / f"f{i}.png")
     good = (images / "f1.png").read_bytes()
     (images / "f1.png").write_bytes(good[:40])  # truncated
-    kw = dict(theta=1.0, k=4, batch_size=2, device="cpu", progress=False)
-    assert annotate(images, ckpts, tmp_path / "out", **kw).counts["errors"] == 1
+    kw = dict(batch_size=2, device="cpu", progress=False)
+    settings = AnnotateSettings(theta=1.0, k=4)
+    assert annotate(images, ckpts, tmp_path / "out", settings, **kw).counts["errors"] == 1
     (images / "f1.png").write_bytes(good)
-    assert annotate(images, ckpts, tmp_path / "out", **kw).counts["errors"] == 1  # kept: not retried
-    res = annotate(images, ckpts, tmp_path / "out", retry_errors=True, **kw)
+    assert annotate(images, ckpts, tmp_path / "out", settings, **kw).counts["errors"] == 1  # kept: not retried
+    res = annotate(images, ckpts, tmp_path / "out", settings, retry_errors=True, **kw)
     assert res.counts["errors"] == 0 and res.n_new == 2  # the fixed file's whole batch (f0, f1)
-    annotate(images, ckpts, tmp_path / "fresh", **kw)
+    annotate(images, ckpts, tmp_path / "fresh", settings, **kw)
     got, want = _tree(tmp_path / "out"), _tree(tmp_path / "fresh")
     assert [k for k in want if got.get(k) != want[k]] == [] and sorted(got) == sorted(want)
+
+
+def test_settings_validate_and_resolve(ckpts):
+    """Bad fields are named; sizes broadcast or per checkpoint; thresholds come from the checkpoints."""
+    with pytest.raises(ValueError, match="fusion"):
+        AnnotateSettings(fusion="xor")
+    with pytest.raises(ValueError, match="method"):
+        AnnotateSettings(method="scorecam")
+    with pytest.raises(ValueError, match="k "):
+        AnnotateSettings(k=0)
+    with pytest.raises(DataError, match="map threshold"):
+        AnnotateSettings(map_threshold=1.5)
+    models = [load_checkpoint(p) for p in ckpts]
+    r = AnnotateSettings(theta=0.2).resolve(models, ckpts)
+    assert (r.sizes, r.map_threshold, r.theta) == ((32, 32, 32), 0.3, 0.2)
+    assert AnnotateSettings(sizes=(48,), map_threshold=0.4).resolve(models, ckpts).sizes == (48, 48, 48)
+    assert AnnotateSettings(sizes=(16, 32, 48)).resolve(models, ckpts).sizes == (16, 32, 48)
+    with pytest.raises(ValueError, match="one per checkpoint"):
+        AnnotateSettings(sizes=(16, 32)).resolve(models, ckpts)
+    with pytest.raises(ValueError, match="batch_size"):
+        annotate(ckpts[0].parent, ckpts, ckpts[0].parent / "o", batch_size=0, device="cpu", progress=False)

@@ -38,7 +38,7 @@ WORKER = textwrap.dedent('''
     import torch
 
     from wsslib.core import distributed as wdist
-    from wsslib.apps.annotate import annotate
+    from wsslib.apps.annotate import AnnotateSettings, annotate
     from wsslib.models import create_model
     from wsslib.data.base import TensorBatch
     from wsslib.models.training import ClassifierTrainConfig, train_classifier
@@ -68,7 +68,8 @@ WORKER = textwrap.dedent('''
 
 
     def annotate_once(images, ckpts, out):
-        return annotate(images, ckpts, out, theta=1.0, k=6, batch_size=2, device="cpu", progress=False)
+        return annotate(images, ckpts, out, AnnotateSettings(theta=1.0, k=6), batch_size=2, device="cpu",
+                        progress=False)
 
 
     if __name__ == "__main__":

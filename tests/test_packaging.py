@@ -1,15 +1,13 @@
-"""The install files agree, the downloader runs, the notebook runner reports failures."""
+"""The install files agree and the downloader runs (the notebook runner: tests/test_reproduce.py)."""
 
 from __future__ import annotations
 
 import subprocess
 import tomllib
 
-import nbformat
 import yaml
 
 from conftest import ROOT
-from wsslib.apps.cli import main
 
 
 def _pyproject_pins() -> set[str]:
@@ -36,23 +34,9 @@ def test_data_download_lists_its_sets():
     assert r.returncode == 0 and "kvasir-seg" in r.stdout and "brats2020" in r.stdout
 
 
-def _notebook(path, code_cells):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(c) for c in code_cells]
-    nb.cells[0].metadata["tags"] = ["parameters"]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
-
-
-def test_reproduce_reports_failing_cell(tmp_path, capsys):
-    nbs = tmp_path / "nbs"
-    nbs.mkdir()
-    _notebook(nbs / "01_ok.ipynb", ["smoke = False\nresults_dir = '.'", "x = 1"])
-    _notebook(nbs / "02_bad.ipynb", ["smoke = False\nresults_dir = '.'", "y = 2", "raise RuntimeError('boom here')"])
-    rc = main(["reproduce", "--smoke", "--notebooks", str(nbs), "--out", str(tmp_path / "runs")])
-    out = capsys.readouterr().out
-    assert rc == 1
-    # cell 3 of the notebook; In [4] = execution count, the injected parameters cell included
-    assert "02_bad.ipynb failed at cell 3 (In [4]) `raise RuntimeError('boom here')`: RuntimeError: boom here" in out
-    assert "01_ok.ipynb" in out and " ok" in out
-    assert (tmp_path / "runs" / "latest" / "01_ok.ipynb").is_file()
+def test_default_pytest_run_executes_each_notebook_once():
+    """No nbval over notebooks/ in the default run: the notebooks run once, in tests/conftest.py."""
+    opts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert opts["testpaths"] == ["tests"]
+    assert "nbval" not in opts.get("addopts", "")
+    assert not (ROOT / "tools" / "execute_in_place.py").exists(), "wsslib reproduce --in-place is the one runner"

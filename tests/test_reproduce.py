@@ -10,8 +10,10 @@ import re
 import nbformat
 import pytest
 
+from test_committed_notebooks import check_notebook
 from wsslib.apps.cli import main
-from wsslib.apps.reproduce import CellFailure, NotebookRun, PeakMemory, _table_views, find_notebooks, write_report
+from wsslib.apps.reproduce import (FIGURE_DPI, CellFailure, NotebookRun, PeakMemory, _table_views, find_notebooks,
+                                   write_report)
 
 PARAMS = 'smoke = False\nresults_dir = "results"\nseed = 0\n'
 
@@ -19,14 +21,15 @@ GOOD = [
     ("params", PARAMS),
     ("md", "# 01 fake\n\n## 1 · A figure"),
     ("code", "import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(2, 2))\nax.plot([0, 1], [0, 1])"),
-    ("code", "from wsslib import report\n"
+    ("code", "import sys\nfrom wsslib.reporting import results as report\n"
+             "print('a progress bar', file=sys.stderr)\n"
              "rows = [{'method': 'empty', 'dice': 0.0, 'iou': 0.0, 'source': 'this run'},\n"
              "        {'method': 'gradcam', 'dice': 0.5123, 'iou': 0.34, 'precision': 0.6, 'source': 'this run'},\n"
              "        {'method': 'gradcam [paper, Kvasir-SEG]', 'dice': 0.074, 'iou': 0.04, 'source': 'paper',\n"
              "         'dataset': 'Kvasir-SEG'}]\n"
-             "report.write_results(results_dir, '01_fake_good', params={'smoke': smoke, 'seed': seed},\n"
+             "print(report.write_results(results_dir, '01_fake_good', params={'smoke': smoke, 'seed': seed},\n"
              "    tables={'segmentation': rows, 'classification': [{'method': 'smallcnn', 'accuracy': 0.9}]},\n"
-             "    seed=seed, device='cpu', seconds=0.1)"),
+             "    seed=seed, device='cpu', seconds=0.1))"),
 ]
 BAD = [
     ("params", PARAMS),
@@ -66,17 +69,20 @@ def run(tmp_path_factory):
     buf = io.StringIO()
     capture.setattr(sys, "stdout", buf)
     try:
-        code = main(["reproduce", "--notebooks", str(nbs), "--out", str(out), "--smoke", "-q", "-p", "seed=3"])
+        bad_before = (nbs / "02_fake_bad.ipynb").read_bytes()
+        code = main(["reproduce", "--notebooks", str(nbs), "--out", str(out), "--smoke", "-q", "-p", "seed=3",
+                     "--in-place"])
+        assert (nbs / "02_fake_bad.ipynb").read_bytes() == bad_before, "a failed notebook must not be written back"
     finally:
         capture.undo()
-    return code, buf.getvalue(), out
+    return code, buf.getvalue(), out, nbs
 
 
 def test_exit_code_and_failure_summary(run):
-    code, stdout, out = run
+    code, stdout, out, _ = run
     assert code == 1, "a failing notebook must give a non-zero exit"
-    assert "02_fake_bad.ipynb failed at cell 2 (In [" in stdout, stdout
-    assert "x = 1" in stdout and "ValueError: boom in cell two" in stdout
+    # cell 2 of the source notebook; In [3] = execution count, papermill's injected cell included
+    assert "02_fake_bad.ipynb failed at cell 2 (In [3]) `x = 1`: ValueError: boom in cell two" in stdout, stdout
     assert "1 of 2 notebook(s) FAILED" in stdout
     assert "unnumbered" not in stdout
     line = next(ln for ln in stdout.splitlines() if ln.strip().startswith("01_fake_good.ipynb"))
@@ -84,7 +90,7 @@ def test_exit_code_and_failure_summary(run):
 
 
 def test_results_and_provenance(run):
-    _, _, out = run
+    _, _, out, _ = run
     latest = out / "latest"
     assert latest.is_symlink()
     doc = json.loads((latest / "01_fake_good.json").read_text())
@@ -96,7 +102,7 @@ def test_results_and_provenance(run):
 
 
 def test_report_markdown(run):
-    _, _, out = run
+    _, _, out, _ = run
     md = (out / "latest" / "report.md").read_text()
     assert "mode: smoke" in md and "1 notebook(s) FAILED" in md
     # summary: a time and a peak memory for each notebook
@@ -118,7 +124,7 @@ def test_report_markdown(run):
 
 
 def test_report_html_and_top_level_copy(run):
-    _, _, out = run
+    _, _, out, _ = run
     page = (out / "latest" / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page  # self-contained
     assert "<tr class=\"paper\">" in page and "boom in cell two" in page
@@ -159,3 +165,73 @@ def test_unknown_notebook_prefix_is_a_clear_error(tmp_path, capsys):
     assert main(["reproduce", "--notebooks", str(tmp_path), "--only", "99", "--out", str(tmp_path / "r")]) == 2
     assert "no numbered notebooks" in capsys.readouterr().err
     assert find_notebooks(None)  # the project's own notebooks are found
+
+
+def test_in_place_writes_a_clean_executed_notebook(run):
+    """``--in-place``: the good notebook, executed, over its source: one parameters cell (the
+    injected one gone), its figure at FIGURE_DPI, no stderr, the results path made relative."""
+    import base64
+    import struct
+
+    code, stdout, out, nbs = run
+    assert "Written back in place (1 of 2): 01_fake_good.ipynb" in stdout
+    path = nbs / "01_fake_good.ipynb"
+    assert check_notebook(path) == []
+    nb = nbformat.read(path, as_version=4)
+    assert [c.source for c in nb.cells] == [src for _, src in GOOD]
+    assert [c.execution_count for c in nb.cells if c.cell_type == "code"] == [1, 2, 3]
+    assert nb.metadata["wsslib"] == {"executed_by": "wsslib reproduce --in-place", "smoke": True,
+                                     "parameters": {"seed": 3}}
+    assert "input_path" not in nb.metadata.get("papermill", {})
+    text = "".join(o.get("text", "") for o in nb.cells[3].outputs)
+    assert text.strip() == "results/01_fake_good.json", text
+    (png,) = [o["data"]["image/png"] for o in nb.cells[2].outputs if "image/png" in o.get("data", {})]
+    width = struct.unpack(">I", base64.b64decode(png)[16:20])[0]
+    # a 2-inch axes at FIGURE_DPI, its tick labels added by the tight bbox (matplotlib's 100 dpi: 220 px)
+    assert 2 * FIGURE_DPI < width <= 2.3 * FIGURE_DPI, width
+
+
+def test_clean_executed_on_a_built_notebook(tmp_path):
+    """Without a kernel: injected cell, stderr and widget outputs go; paths become relative; counts 1..n."""
+    from wsslib.apps.reproduce import PROJECT_ROOT, clean_executed
+
+    results = tmp_path / "runs" / "x"
+    v4 = nbformat.v4
+    params = v4.new_code_cell("smoke = None", execution_count=1)
+    params.metadata["tags"] = ["parameters"]
+    injected = v4.new_code_cell("smoke = True", execution_count=2)
+    injected.metadata["tags"] = ["injected-parameters"]
+    work = v4.new_code_cell("run()", execution_count=3, outputs=[
+        v4.new_output("stream", name="stderr", text="100%|#####| 3/3\n"),
+        v4.new_output("stream", name="stdout", text=f"wrote {results}/00.json from {PROJECT_ROOT}/data\n"),
+        v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "a"},
+                                            "text/plain": "HBox()"}),
+        v4.new_output("execute_result", data={"text/plain": "1"}, execution_count=3)])
+    work.metadata["papermill"] = {"duration": 1.0}
+    nb = clean_executed(v4.new_notebook(cells=[params, injected, work]), results_dir=results)
+    assert [c.source for c in nb.cells] == ["smoke = None", "run()"]
+    assert [c.execution_count for c in nb.cells] == [1, 2] and nb.cells[1].outputs[-1]["execution_count"] == 2
+    assert [o["output_type"] for o in nb.cells[1].outputs] == ["stream", "execute_result"]
+    assert nb.cells[1].outputs[0]["text"] == "wrote results/00.json from ./data\n"
+    assert "papermill" not in nb.cells[1].metadata
+
+
+def test_shrink_png_fits_the_budget():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from wsslib.apps.reproduce import shrink_png
+
+    noise = np.random.default_rng(0).integers(0, 256, (400, 500, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="PNG")
+    png = buf.getvalue()
+    assert len(png) > 500 * 1024
+    small, scale = shrink_png(png, budget=300 * 1024)
+    assert len(small) <= 300 * 1024 and 0 < scale <= 1
+    with Image.open(io.BytesIO(small)) as im:
+        assert im.size == (round(500 * scale), round(400 * scale))
+    tiny, scale = shrink_png(small, budget=len(small))
+    assert tiny is small and scale == 1.0

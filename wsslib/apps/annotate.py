@@ -2,12 +2,14 @@
 
 For annotation teams: an ensemble of classifiers (checkpoints written by
 :func:`wsslib.models.save_checkpoint`) looks at every image of a folder; the AAX protocol
-(:mod:`wsslib.aax`: Monte Carlo dropout ``p``, ``u`` and a CAM per model, from
-:func:`wsslib.inference.predict_explain`) calls each image Healthy, Diseased (with a mask) or
+(:mod:`wsslib.methods.aax`: Monte Carlo dropout ``p``, ``u`` and a CAM per model, from
+:func:`wsslib.explain.inference.predict_explain`) calls each image Healthy, Diseased (with a mask) or
 Flagged for the expert::
 
     wsslib annotate IMAGES_DIR --models a.pt b.pt c.pt --out OUT_DIR [--theta 0.1] [--k 20]
                     [--batch 16] [--device auto] [--size S] [--map-threshold T]
+
+From Python: ``annotate(images_dir, checkpoints, out_dir, AnnotateSettings(theta=0.1, k=20))``.
 
 What ``OUT_DIR`` holds:
 
@@ -49,7 +51,7 @@ loaders). Each model sees the image resized to its ``S x S`` (bilinear, antialia
 training loaders' resize); each model's CAM is resized back to the image's size (bilinear)
 before the agreeing models' maps are fused and thresholded.
 
-Scale-out. Under ``torchrun`` (see :mod:`wsslib.distributed`) the batches are shared round
+Scale-out. Under ``torchrun`` (see :mod:`wsslib.core.distributed`) the batches are shared round
 robin between the processes; every process writes its own journal records and masks; rank 0
 then collects whatever records it lacks (so ``OUT_DIR`` need not be on a shared file system)
 and writes the outputs, which are identical to those of one process.
@@ -62,12 +64,11 @@ import hashlib
 import io
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +97,6 @@ __all__ = [
 ]
 
 ANNOTATE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
-CRASH_ENV = "WSSLIB_ANNOTATE_CRASH_AFTER"
-"""Test hook: kill the process (SIGKILL) after this many journal records, between the next
-image's mask and its record (the worst moment)."""
 
 JOURNAL, MASKS, REVIEW = "journal", "masks", "review"
 DECISIONS_CSV, ERRORS_CSV, COCO_JSON = "decisions.csv", "errors.csv", "annotations.coco.json"
@@ -272,29 +270,95 @@ def _load_one(root: Path, rel: str, sizes: Sequence[int]) -> _Loaded:
 
 @dataclass(frozen=True)
 class AnnotateSettings:
-    """What decides the outputs (a resumed run must use the same).
+    """The protocol: everything that decides the outputs (a resumed run must use the same).
+
+    ``sizes`` and ``map_threshold`` may be left None: :meth:`resolve` then takes them from the
+    checkpoints; ``run.json`` and ``summary.json`` record the resolved values.
 
     Attributes:
-        theta, p_cut, min_votes, min_uncertain, fusion: the protocol (:func:`wsslib.aax.decide`).
+        theta, p_cut, min_votes, min_uncertain, fusion: the protocol
+            (:func:`wsslib.methods.aax.decide`, :func:`wsslib.methods.aax.fuse_maps`).
         k: Monte Carlo dropout passes per model.
-        method: CAM method (``"xgradcam"``, the paper's; ``"gradcam"``, ``"hirescam"``).
-        map_threshold: mask = fused map > this.
-        sizes: each model's input side ``S``.
-        seed: seed of the dropout masks.
-        category: COCO category name.
+        method: CAM method with a fast path (``"xgradcam"``, the paper's; ``"gradcam"``, ``"hirescam"``).
+        map_threshold: mask = fused map > this, in [0, 1] (None: the checkpoints' ``map_threshold``).
+        sizes: each model's input side ``S``: one value for every model, or one per checkpoint
+            (None: each checkpoint's ``image_size``).
+        seed: seed of the dropout masks (per image and model: see the module docstring).
+        category: COCO category name of the masks.
+
+    Raises:
+        ValueError: a field out of its range (named in the message).
     """
 
-    theta: float
-    k: int
-    method: str
-    map_threshold: float
-    sizes: tuple[int, ...]
-    fusion: str = "intersection"
+    theta: float = 0.1
+    k: int = 20
+    method: str = "xgradcam"
+    map_threshold: float | None = None
+    sizes: tuple[int, ...] | None = None
+    fusion: Fusion = "intersection"
     p_cut: float = 0.5
     min_votes: int = 2
     min_uncertain: int = 2
     seed: int = 0
     category: str = "lesion"
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.method not in FAST_METHODS:
+            raise ValueError(f"method must be one of {sorted(FAST_METHODS)}, got {self.method!r}")
+        if int(self.k) < 1:
+            raise ValueError(f"k (MC dropout passes) must be >= 1, got {self.k}")
+        if self.map_threshold is not None and not 0.0 <= float(self.map_threshold) <= 1.0:
+            raise DataError(f"map threshold must be in [0, 1], got {self.map_threshold}")
+        if self.sizes is not None:
+            object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
+
+    def resolve(self, models: Sequence[Classifier], paths: Sequence[Path]) -> AnnotateSettings:
+        """These settings with ``sizes`` (one per model) and ``map_threshold`` filled in.
+
+        Raises:
+            DataError: a checkpoint records no image size (and none was given), a size does not
+                suit its model, the checkpoints disagree on or lack a map threshold.
+        """
+        return replace(self, theta=float(self.theta), k=int(self.k), p_cut=float(self.p_cut),
+                       min_votes=int(self.min_votes), min_uncertain=int(self.min_uncertain), seed=int(self.seed),
+                       sizes=self._model_sizes(models, paths), map_threshold=self._map_threshold(models))
+
+    def _model_sizes(self, models: Sequence[Classifier], paths: Sequence[Path]) -> tuple[int, ...]:
+        given: Sequence[int | None] = [None] * len(models)
+        if self.sizes is not None:
+            if len(self.sizes) not in (1, len(models)):
+                raise ValueError(f"sizes: give one size or one per checkpoint ({len(models)}), got {self.sizes}")
+            given = list(self.sizes) * (len(models) if len(self.sizes) == 1 else 1)
+        sizes = []
+        for m, p, s in zip(models, paths, given):
+            s = s if s is not None else getattr(m, "image_size", None)
+            if s is None and m.name == "vit_small":
+                s = m.config.get("kwargs", {}).get("image_size")
+            if s is None:
+                raise DataError(f"{p}: the checkpoint does not record the image size it was trained at; pass --size S")
+            s = int(s)
+            if s < 1 or (m.name == "vit_small" and s % 16):
+                vit = " (needs a multiple of 16)" if m.name == "vit_small" else ""
+                raise DataError(f"{p}: image size {s} does not suit {m.name}{vit}")
+            sizes.append(s)
+        return tuple(sizes)
+
+    def _map_threshold(self, models: Sequence[Classifier]) -> float:
+        if self.map_threshold is not None:
+            return float(self.map_threshold)
+        found = {float(t) for t in (getattr(m, "map_threshold", None) for m in models) if t is not None}
+        if len(found) > 1:
+            raise DataError(f"the checkpoints record different map thresholds {sorted(found)}; pass --map-threshold T")
+        if not found:
+            raise DataError(
+                "no map threshold: the checkpoints do not record one; pass --map-threshold T "
+                "(choose it on validation images, e.g. with wsslib.methods.aax.select_aax_threshold)")
+        thr = found.pop()
+        if not 0.0 <= thr <= 1.0:
+            raise DataError(f"map threshold must be in [0, 1], got {thr}")
+        return thr
 
 
 @dataclass
@@ -336,34 +400,6 @@ def _model_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def _resolve_settings(
-    models: Sequence[Classifier], paths: Sequence[Path], size: int | None, map_threshold: float | None
-) -> tuple[tuple[int, ...], float]:
-    sizes = []
-    for m, p in zip(models, paths):
-        s = size if size is not None else getattr(m, "image_size", None)
-        if s is None and m.name == "vit_small":
-            s = m.config.get("kwargs", {}).get("image_size")
-        if s is None:
-            raise DataError(f"{p}: the checkpoint does not record the image size it was trained at; pass --size S")
-        s = int(s)
-        if s < 1 or (m.name == "vit_small" and s % 16):
-            raise DataError(f"{p}: image size {s} does not suit {m.name}" + (" (needs a multiple of 16)" if m.name == "vit_small" else ""))
-        sizes.append(s)
-    if map_threshold is None:
-        found = {float(t) for t in (getattr(m, "map_threshold", None) for m in models) if t is not None}
-        if len(found) > 1:
-            raise DataError(f"the checkpoints record different map thresholds {sorted(found)}; pass --map-threshold T")
-        if not found:
-            raise DataError(
-                "no map threshold: the checkpoints do not record one; pass --map-threshold T "
-                "(choose it on validation images, e.g. with wsslib.aax.select_aax_threshold)")
-        map_threshold = found.pop()
-    if not 0.0 <= float(map_threshold) <= 1.0:
-        raise DataError(f"map threshold must be in [0, 1], got {map_threshold}")
-    return tuple(sizes), float(map_threshold)
-
-
 def _image_generator(seed: int, model_index: int, rel: str) -> torch.Generator:
     digest = hashlib.sha256(f"{seed}\0{model_index}\0{rel}".encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
@@ -397,21 +433,17 @@ def _rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
 
 
 class _Writer:
-    """Writes masks and journal records atomically; holds the crash test hook."""
+    """Writes masks and journal records atomically (a record after its image's mask)."""
 
     def __init__(self, out: Path) -> None:
         self.out = out
         self.journal = out / JOURNAL
-        self.written = 0
-        crash = os.environ.get(CRASH_ENV)
-        self.crash_after = int(crash) if crash else None
+        self.written = 0  # records written by this process
 
     def mask(self, rel_mask: str, mask: np.ndarray) -> None:
         atomic_write(self.out / rel_mask, _encode_png(mask))
 
     def record(self, rec: dict[str, Any]) -> None:
-        if self.crash_after is not None and self.written >= self.crash_after:
-            os.kill(os.getpid(), signal.SIGKILL)  # test hook: die between a mask and its record
         atomic_write(self.journal / _journal_key(rec["file"]), _dumps(rec))
         self.written += 1
 
@@ -440,6 +472,38 @@ def _is_done(rec: dict[str, Any] | None, retry_errors: bool) -> bool:
     return rec is not None and (rec["status"] == "ok" or not retry_errors)
 
 
+def _explain_batch(good: list[_Loaded], models: Sequence[Classifier],
+                   settings: AnnotateSettings) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], Any]:
+    """Every model's MC dropout ``p``, ``u`` ``(M, B)`` and class-1 CAMs ``M x (B, S_i, S_i)``
+    on the decoded images of a batch, and the protocol's decision (:func:`decide`)."""
+    m_count, b = len(models), len(good)
+    p, u = torch.empty(m_count, b), torch.empty(m_count, b)
+    cams: list[torch.Tensor] = []
+    for i, (model, s) in enumerate(zip(models, settings.sizes or ())):
+        x = torch.stack([item.inputs[s] for item in good])
+        c = model.fc.in_features
+        masks = torch.cat([
+            sample_dropout_masks(settings.k, 1, c, model.dropout.p, generator=_image_generator(settings.seed, i, item.file))
+            for item in good], dim=1)
+        out = predict_explain(model, x, k=settings.k, method=settings.method, targets=1, batch_size=b, masks=masks)
+        p[i], u[i] = out.p.float().cpu(), out.u.float().cpu()
+        cams.append(out.cams.float().cpu())
+    d = decide(p, u, theta=settings.theta, p_cut=settings.p_cut,
+               min_votes=settings.min_votes, min_uncertain=settings.min_uncertain)
+    return p, u, cams, d
+
+
+def _fused_mask(cams: Sequence[torch.Tensor], j: int, agree: torch.Tensor, item: _Loaded,
+                settings: AnnotateSettings) -> np.ndarray:
+    """Image ``j``'s mask ``(H, W)`` bool: each CAM resized to the image (bilinear), the agreeing
+    models' maps fused (:func:`fuse_maps`), then thresholded at ``settings.map_threshold``."""
+    up = torch.stack([
+        F.interpolate(cam[j][None, None], size=(item.height, item.width), mode="bilinear", align_corners=False)[0]
+        for cam in cams])  # (M, 1, H, W)
+    fused = fuse_maps(up, agree[:, j : j + 1], settings.fusion)
+    return binarize(fused, settings.map_threshold)[0].numpy()
+
+
 def _compute_batch(
     loaded: list[_Loaded],
     models: Sequence[Classifier],
@@ -447,24 +511,10 @@ def _compute_batch(
     mask_names: dict[str, str],
     writer: _Writer,
 ) -> None:
-    """Run the protocol on one batch and write its masks and records."""
+    """Run the protocol on one batch and write its masks and records (each record after its mask)."""
     good = [item for item in loaded if item.error is None]
     if good:
-        m_count, b = len(models), len(good)
-        p = torch.empty(m_count, b)
-        u = torch.empty(m_count, b)
-        cams: list[torch.Tensor] = []
-        for i, (model, s) in enumerate(zip(models, settings.sizes)):
-            x = torch.stack([item.inputs[s] for item in good])
-            c = model.fc.in_features
-            masks = torch.cat([
-                sample_dropout_masks(settings.k, 1, c, model.dropout.p, generator=_image_generator(settings.seed, i, item.file))
-                for item in good], dim=1)
-            out = predict_explain(model, x, k=settings.k, method=settings.method, targets=1, batch_size=b, masks=masks)
-            p[i], u[i] = out.p.float().cpu(), out.u.float().cpu()
-            cams.append(out.cams.float().cpu())
-        d = decide(p, u, theta=settings.theta, p_cut=settings.p_cut,
-                   min_votes=settings.min_votes, min_uncertain=settings.min_uncertain)
+        p, u, cams, d = _explain_batch(good, models, settings)
     by_file = {item.file: j for j, item in enumerate(good)}
     for item in loaded:
         if item.error is not None:
@@ -478,11 +528,7 @@ def _compute_batch(
             "agree": d.agree[:, j].tolist(), "mask": None, "rle": None, "area": 0, "bbox": None,
         }
         if code == int(Decision.DISEASED):
-            up = torch.stack([
-                F.interpolate(cam[j][None, None], size=(item.height, item.width), mode="bilinear", align_corners=False)[0]
-                for cam in cams])  # (M, 1, H, W)
-            fused = fuse_maps(up, d.agree[:, j : j + 1], settings.fusion)  # type: ignore[arg-type]
-            mask = binarize(fused, settings.map_threshold)[0].numpy()
+            mask = _fused_mask(cams, j, d.agree, item, settings)
             rec["rle"], rec["area"], bbox = _rle(mask)
             rec["bbox"] = bbox if rec["area"] else None
             rec["mask"] = mask_names[item.file]
@@ -494,35 +540,16 @@ def _batches(files: Sequence[str], batch_size: int) -> list[list[str]]:
     return [list(files[i : i + batch_size]) for i in range(0, len(files), batch_size)]
 
 
-def _write_outputs(out: Path, files: Sequence[str], records: dict[str, dict[str, Any]],
-                   model_names: Sequence[str], settings: AnnotateSettings) -> dict[str, int]:
-    """Rebuild decisions.csv, errors.csv, review/, the COCO file and summary.json from the records."""
-    recs = [records[f] for f in files if f in records]
-    ok = [r for r in recs if r["status"] == "ok"]
-    bad = [r for r in recs if r["status"] == "error"]
-
-    for r in ok:  # a mask lost after its record was written (or never fetched from another node)
-        if r["mask"] and not (out / r["mask"]).is_file():
-            atomic_write(out / r["mask"], _encode_png(_rle_to_mask(r["rle"])))
-
+def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["file", "decision", *[f"{k}_{n}" for n in model_names for k in ("p", "u")], "mask"])
-    for r in ok:
-        pu = [f"{v:.6f}" for pair in zip(r["p"], r["u"]) for v in pair]
-        w.writerow([r["file"], r["decision"], *pu, r["mask"] or ""])
-    atomic_write(out / DECISIONS_CSV, buf.getvalue().encode("utf-8"), fsync=True)
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue().encode("utf-8")
 
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["file", "reason"])
-    for r in bad:
-        w.writerow([r["file"], r["reason"]])
-    atomic_write(out / ERRORS_CSV, buf.getvalue().encode("utf-8"), fsync=True)
 
-    flagged = [r["file"] for r in ok if r["decision"] == "flagged"]
-    atomic_write(out / REVIEW / "flagged.txt", "".join(f + "\n" for f in flagged).encode("utf-8"), fsync=True)
-
+def _coco(ok: Sequence[dict[str, Any]], category: str) -> dict[str, Any]:
+    """COCO instances: every decoded image, one compressed-RLE annotation per non-empty mask."""
     images, annotations = [], []
     for image_id, r in enumerate(ok, start=1):
         images.append({"id": image_id, "file_name": r["file"], "width": r["width"], "height": r["height"],
@@ -530,14 +557,34 @@ def _write_outputs(out: Path, files: Sequence[str], records: dict[str, dict[str,
         if r["decision"] == "diseased" and r["area"] > 0:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
                                 "segmentation": r["rle"], "area": r["area"], "bbox": r["bbox"], "iscrowd": 1})
-    coco = {
+    return {
         "info": {"description": "AAX pseudo-masks written by wsslib annotate", "version": __version__},
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": 1, "name": settings.category, "supercategory": settings.category}],
+        "categories": [{"id": 1, "name": category, "supercategory": category}],
     }
-    atomic_write(out / COCO_JSON, _dumps(coco), fsync=True)
+
+
+def _write_outputs(out: Path, files: Sequence[str], records: dict[str, dict[str, Any]],
+                   model_names: Sequence[str], settings: AnnotateSettings) -> dict[str, int]:
+    """Step 5 (rank 0): rebuild decisions.csv, errors.csv, review/, the COCO file and
+    summary.json from the journal records; returns the counts."""
+    recs = [records[f] for f in files if f in records]
+    ok = [r for r in recs if r["status"] == "ok"]
+    bad = [r for r in recs if r["status"] == "error"]
+    for r in ok:  # a mask lost after its record was written (or never fetched from another node)
+        if r["mask"] and not (out / r["mask"]).is_file():
+            atomic_write(out / r["mask"], _encode_png(_rle_to_mask(r["rle"])))
+
+    header = ["file", "decision", *[f"{k}_{n}" for n in model_names for k in ("p", "u")], "mask"]
+    rows = [[r["file"], r["decision"], *[f"{v:.6f}" for pair in zip(r["p"], r["u"]) for v in pair], r["mask"] or ""]
+            for r in ok]
+    atomic_write(out / DECISIONS_CSV, _csv(header, rows), fsync=True)
+    atomic_write(out / ERRORS_CSV, _csv(["file", "reason"], [[r["file"], r["reason"]] for r in bad]), fsync=True)
+    flagged = [r["file"] for r in ok if r["decision"] == "flagged"]
+    atomic_write(out / REVIEW / "flagged.txt", "".join(f + "\n" for f in flagged).encode("utf-8"), fsync=True)
+    atomic_write(out / COCO_JSON, _dumps(_coco(ok, settings.category)), fsync=True)
 
     counts = {name: sum(r["decision"] == name for r in ok) for name in DECISION_NAMES}
     counts["errors"] = len(bad)
@@ -586,49 +633,155 @@ def _prepare_run(out: Path, run: dict[str, Any]) -> str | None:
     return None
 
 
+@dataclass
+class _Plan:
+    """What rank 0 decided: the batches left to do (indices into the batch list), or an error."""
+
+    error: str | None = None
+    pending: list[int] = field(default_factory=list)
+    n_done: int = 0
+
+
+@dataclass
+class _Job:
+    """One run's inputs, loaded and resolved (the same on every process)."""
+
+    root: Path
+    out: Path
+    paths: list[Path]
+    models: list[Classifier]
+    settings: AnnotateSettings  # resolved: sizes and map_threshold filled in
+    names: list[str]
+    files: list[str]
+    batches: list[list[str]]
+    batch_size: int
+
+
+def _load_job(images_dir: str | Path, checkpoints: Sequence[str | Path], out_dir: str | Path,
+              settings: AnnotateSettings, batch_size: int, dev: torch.device) -> _Job:
+    """Step 1: load the checkpoints, resolve the settings, list the images and cut the batches."""
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not checkpoints:
+        raise ValueError("annotate needs at least one checkpoint (the AAX paper uses 3)")
+    root, out = Path(images_dir), Path(out_dir)
+    paths = [Path(c) for c in checkpoints]
+    models = [load_checkpoint(pth, map_location=dev) for pth in paths]
+    for m, pth in zip(models, paths):
+        if m.num_classes < 2:
+            raise DataError(f"{pth}: a {m.num_classes}-class model; annotate needs class 1 = Diseased")
+    files = list_images(root, exclude=out)
+    return _Job(root, out, paths, models, settings.resolve(models, paths), _model_names(paths), files,
+                _batches(files, int(batch_size)), int(batch_size))
+
+
+def _plan(job: _Job, retry_errors: bool, is_main: bool) -> _Plan:
+    """Step 2 (rank 0): check or create ``OUT_DIR`` and find the batches left to do; broadcast."""
+    plan = _Plan()
+    if is_main:
+        run = {
+            "wsslib": __version__,
+            "images_dir": str(job.root.resolve()),
+            "settings": asdict(job.settings) | {"sizes": list(job.settings.sizes or ())},
+            "checkpoints": [{"name": n, "sha256": _sha256(p)} for n, p in zip(job.names, job.paths)],
+            "batch_size": job.batch_size,
+        }
+        try:
+            plan.error = _prepare_run(job.out, run)
+        except OSError as e:
+            plan.error = f"cannot write to {job.out}: {e}"
+        if plan.error is None:
+            done = _read_journal(job.out / JOURNAL)
+            plan.pending = [g for g, files_g in enumerate(job.batches)
+                            if not all(_is_done(done.get(f), retry_errors) for f in files_g)]
+            plan.n_done = sum(_is_done(done.get(f), retry_errors) for f in job.files)
+    plan = _dist.broadcast_object(plan)
+    if plan.error:
+        raise DataError(plan.error)
+    return plan
+
+
+def _compute(job: _Job, mine: Sequence[int], *, workers: int, progress: bool, info: _dist.DistInfo) -> int:
+    """Step 3: run the protocol on this process's batches (the next one decoded meanwhile);
+    returns the number of images computed."""
+    from tqdm import tqdm
+
+    writer, mask_names = _Writer(job.out), _mask_names(job.files)
+    sizes = sorted(set(job.settings.sizes or ()))
+    desc = "annotate" + (f" [rank 0 of {info.world_size}]" if info.distributed else "")
+    bar = tqdm(total=sum(len(job.batches[g]) for g in mine), unit="img", desc=desc,
+               disable=not progress or not info.is_main, dynamic_ncols=True)
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 else None
+
+    def submit(g: int) -> list[Future[_Loaded]] | list[_Loaded]:
+        if pool is None:
+            return [_load_one(job.root, f, sizes) for f in job.batches[g]]
+        return [pool.submit(_load_one, job.root, f, sizes) for f in job.batches[g]]
+
+    n_new = 0
+    try:
+        ahead = submit(mine[0]) if mine else []
+        for idx in range(len(mine)):
+            current, ahead = ahead, (submit(mine[idx + 1]) if idx + 1 < len(mine) else [])
+            loaded = [x.result() if isinstance(x, Future) else x for x in current]
+            _compute_batch(loaded, job.models, job.settings, mask_names, writer)
+            n_new += len(loaded)
+            bar.update(len(loaded))
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return n_new
+
+
+def _merge(out: Path, n_new: int, info: _dist.DistInfo) -> int:
+    """Step 4 (under torchrun): rank 0 fetches the records (and masks) it lacks, so ``OUT_DIR``
+    need not be shared between machines; returns the images computed by all processes."""
+    if not info.distributed:
+        return n_new
+    have = set(_read_journal(out / JOURNAL)) if info.is_main else None
+    have = _dist.broadcast_object(have)
+    local = _read_journal(out / JOURNAL) if not info.is_main else {}
+    missing = [rec for f, rec in local.items() if f not in have]
+    gathered = _dist.gather_objects((n_new, missing))
+    if not (info.is_main and gathered):
+        return n_new
+    for _, recs in gathered[1:]:
+        for rec in recs:
+            if rec["status"] == "ok" and rec["mask"]:
+                atomic_write(out / rec["mask"], _encode_png(_rle_to_mask(rec["rle"])))
+            atomic_write(out / JOURNAL / _journal_key(rec["file"]), _dumps(rec))
+    return sum(n for n, _ in gathered)
+
+
 def annotate(
     images_dir: str | Path,
     checkpoints: Sequence[str | Path],
     out_dir: str | Path,
+    settings: AnnotateSettings = AnnotateSettings(),
     *,
-    theta: float = 0.1,
-    k: int = 20,
     batch_size: int = 16,
     device: str | torch.device = "auto",
-    size: int | None = None,
-    map_threshold: float | None = None,
-    fusion: Fusion = "intersection",
-    method: str = "xgradcam",
-    p_cut: float = 0.5,
-    min_votes: int = 2,
-    min_uncertain: int = 2,
-    seed: int = 0,
-    category: str = "lesion",
     workers: int = 2,
     retry_errors: bool = False,
     progress: bool = True,
 ) -> AnnotateResult:
     """Run the AAX protocol on every image of ``images_dir``; write masks, CSV, review list, COCO.
 
-    See the module docstring for the outputs, resuming and determinism. Runs unchanged under
-    ``torchrun`` (batches shared between the processes, outputs written by rank 0).
+    The steps: load the checkpoints and list the images (:func:`_load_job`), decide what is
+    left to do (:func:`_plan`, rank 0), compute this process's batches (:func:`_compute`),
+    collect the other processes' records (:func:`_merge`), rebuild the outputs from the journal
+    (:func:`_write_outputs`, rank 0). See the module docstring for the outputs, resuming and
+    determinism. Runs unchanged under ``torchrun``.
 
     Args:
         images_dir: folder of images (searched recursively).
         checkpoints: ``M >= 1`` files written by :func:`wsslib.models.save_checkpoint` (two-class
             models, class 1 = Diseased; the paper uses 3).
         out_dir: output folder (created; an existing one is resumed).
-        theta: uncertainty threshold of the protocol (paper 0.1).
-        k: MC dropout passes per model (default 20).
-        batch_size: images per forward pass.
+        settings: the protocol (:class:`AnnotateSettings`; paper: theta 0.1, intersection).
+        batch_size: images per forward pass (recorded: a resumed run should keep it).
         device: "auto", "cpu", "cuda", ... (``cuda:LOCAL_RANK`` under torchrun).
-        size: input side ``S`` for every model (default: each checkpoint's ``image_size``).
-        map_threshold: mask threshold of the fused map (default: the checkpoints' ``map_threshold``).
-        fusion: how the agreeing models' maps combine (paper: ``"intersection"``).
-        method: CAM method with a fast path: ``"xgradcam"`` (paper), ``"gradcam"``, ``"hirescam"``.
-        p_cut, min_votes, min_uncertain: see :func:`wsslib.aax.decide`.
-        seed: seed of the dropout masks.
-        category: COCO category name of the masks.
         workers: threads decoding the next batch while the models run (0: none).
         retry_errors: compute again the files an earlier run could not read.
         progress: progress bar (rank 0) with images/s.
@@ -640,110 +793,24 @@ def annotate(
         DataError: missing folder, unusable checkpoint, missing image size or map threshold, or
             an ``out_dir`` made with other settings. Unreadable images are not errors: they are
             listed in ``errors.csv`` and skipped.
+        ValueError: ``batch_size < 1`` or no checkpoint.
     """
-    if fusion not in FUSIONS:
-        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-    if method not in FAST_METHODS:
-        raise ValueError(f"method must be one of {sorted(FAST_METHODS)}, got {method!r}")
-    if int(batch_size) < 1 or int(k) < 1:
-        raise ValueError(f"batch_size and k must be >= 1, got {batch_size} and {k}")
-    if not checkpoints:
-        raise ValueError("annotate needs at least one checkpoint (the AAX paper uses 3)")
     info = _dist.init_distributed(device=device)
-    dev = _dist.device_for_rank(device)
-    root, out = Path(images_dir), Path(out_dir)
-    paths = [Path(c) for c in checkpoints]
-
-    models = [load_checkpoint(pth, map_location=dev) for pth in paths]
-    for m, pth in zip(models, paths):
-        if m.num_classes < 2:
-            raise DataError(f"{pth}: a {m.num_classes}-class model; annotate needs class 1 = Diseased")
-    sizes, thr = _resolve_settings(models, paths, size, map_threshold)
-    settings = AnnotateSettings(theta=float(theta), k=int(k), method=method, map_threshold=thr, sizes=sizes,
-                                fusion=fusion, p_cut=float(p_cut), min_votes=int(min_votes),
-                                min_uncertain=int(min_uncertain), seed=int(seed), category=category)
-    names = _model_names(paths)
-    files = list_images(root, exclude=out)
-    mask_names = _mask_names(files)
-    batches = _batches(files, int(batch_size))
-
-    # rank 0 checks the folder and decides what is left to do; everyone follows that plan
-    plan: dict[str, Any] = {"error": None, "pending": [], "n_done": 0}
-    if info.is_main:
-        run = {
-            "wsslib": __version__,
-            "images_dir": str(root.resolve()),
-            "settings": asdict(settings) | {"sizes": list(sizes)},
-            "checkpoints": [{"name": n, "sha256": _sha256(pth)} for n, pth in zip(names, paths)],
-            "batch_size": int(batch_size),
-        }
-        try:
-            plan["error"] = _prepare_run(out, run)
-        except OSError as e:
-            plan["error"] = f"cannot write to {out}: {e}"
-        if plan["error"] is None:
-            done = _read_journal(out / JOURNAL)
-            plan["pending"] = [g for g, files_g in enumerate(batches)
-                               if not all(_is_done(done.get(f), retry_errors) for f in files_g)]
-            plan["n_done"] = sum(_is_done(done.get(f), retry_errors) for f in files)
-    plan = _dist.broadcast_object(plan)
-    if plan["error"]:
-        raise DataError(plan["error"])
-    mine = _dist.shard(plan["pending"], info.rank, info.world_size)
-    n_todo = sum(len(batches[g]) for g in mine)
-
-    writer = _Writer(out)
+    job = _load_job(images_dir, checkpoints, out_dir, settings, batch_size, _dist.device_for_rank(device))
+    plan = _plan(job, retry_errors, info.is_main)
     t0 = time.perf_counter()
-    from tqdm import tqdm
-
-    bar = tqdm(total=n_todo, unit="img", desc="annotate" + (f" [rank 0 of {info.world_size}]" if info.distributed else ""),
-               disable=not progress or not info.is_main, dynamic_ncols=True)
-    n_new = 0
-    pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 else None
-
-    def submit(g: int) -> list[Future[_Loaded]] | list[_Loaded]:
-        if pool is None:
-            return [_load_one(root, f, sorted(set(sizes))) for f in batches[g]]
-        return [pool.submit(_load_one, root, f, sorted(set(sizes))) for f in batches[g]]
-
-    try:
-        ahead = submit(mine[0]) if mine else []
-        for idx, g in enumerate(mine):
-            current = ahead
-            if idx + 1 < len(mine):
-                ahead = submit(mine[idx + 1])
-            loaded = [x.result() if isinstance(x, Future) else x for x in current]
-            _compute_batch(loaded, models, settings, mask_names, writer)
-            n_new += len(loaded)
-            bar.update(len(loaded))
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+    n_new = _compute(job, _dist.shard(plan.pending, info.rank, info.world_size), workers=workers,
+                     progress=progress, info=info)
     _dist.barrier()  # the time of the slowest process counts
     seconds = time.perf_counter() - t0
-
-    # merge: rank 0 fetches the records it lacks (OUT_DIR need not be shared between machines)
-    if info.distributed:
-        have = set(_read_journal(out / JOURNAL)) if info.is_main else None
-        have = _dist.broadcast_object(have)
-        local = _read_journal(out / JOURNAL) if not info.is_main else {}
-        missing = [rec for f, rec in local.items() if f not in have]
-        gathered = _dist.gather_objects((n_new, missing))
-        if info.is_main and gathered:
-            n_new = sum(n for n, _ in gathered)
-            for _, recs in gathered[1:]:
-                for rec in recs:
-                    if rec["status"] == "ok" and rec["mask"]:
-                        atomic_write(out / rec["mask"], _encode_png(_rle_to_mask(rec["rle"])))
-                    atomic_write(out / JOURNAL / _journal_key(rec["file"]), _dumps(rec))
-
-    result = AnnotateResult(out_dir=out, n_images=len(files), n_new=n_new, n_resumed=plan["n_done"],
+    n_new = _merge(job.out, n_new, info)
+    result = AnnotateResult(out_dir=job.out, n_images=len(job.files), n_new=n_new, n_resumed=plan.n_done,
                             seconds=seconds, images_per_s=n_new / seconds if seconds > 0 else 0.0)
     if info.is_main:
-        records = _read_journal(out / JOURNAL)
-        result.counts = _write_outputs(out, files, records, names, settings)
-        result.errors = [(f, records[f]["reason"]) for f in files if f in records and records[f]["status"] == "error"]
+        records = _read_journal(job.out / JOURNAL)
+        result.counts = _write_outputs(job.out, job.files, records, job.names, job.settings)
+        result.errors = [(f, records[f]["reason"]) for f in job.files
+                         if f in records and records[f]["status"] == "error"]
     _dist.barrier()
     return result
 

@@ -1,7 +1,8 @@
 """The ``wsslib`` command line.
 
-    wsslib reproduce [--smoke] [--only 00,03] [--dataset NAME] [--out runs] [-p key=value ...]
-                     (runs/<timestamp>/: executed notebooks, results JSON, report.md/html)
+    wsslib reproduce [--smoke] [--only 00,03] [--dataset NAME] [--out runs] [-p key=value ...] [--in-place]
+                     (runs/<timestamp>/: executed notebooks, results JSON, report.md/html; --in-place
+                     also writes the executed notebooks over notebooks/NN_*.ipynb, for committing)
     wsslib bench NAME [options]      (NAME: aax, gaze, ...; each prints one JSON line)
     wsslib annotate IMAGES_DIR --models CKPT... --out OUT_DIR [--theta 0.1] [--k 20] [--batch N]
                     [--device auto] [--size S] [--map-threshold T]   (AAX masks, resumable;
@@ -26,7 +27,8 @@ def _parse_value(text: str):
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from wsslib.apps.reproduce import find_notebooks, new_run_dir, print_summary, run_notebooks, write_report
+    from wsslib.apps.reproduce import (find_notebooks, new_run_dir, print_summary, run_notebooks, write_back,
+                                       write_report)
 
     only = [o.strip() for o in args.only.split(",")] if args.only else None
     try:
@@ -51,21 +53,26 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
                             command="wsslib reproduce " + " ".join(args.argv))
     print_summary(runs)
     print(f"Results: {out}\nReport:  {md} and {page.name} (also {Path(args.out) / 'report.md'})")
+    if args.in_place:
+        written = write_back(runs, out, smoke=args.smoke, parameters=params)
+        print(f"Written back in place ({len(written)} of {len(runs)}): " + ", ".join(p.name for p in written)
+              + (" (smoke mode: do not commit these)" if args.smoke else ""))
     return 1 if any(r.error for r in runs) else 0
 
 
 def _cmd_annotate(args: argparse.Namespace) -> int:
-    from wsslib.apps.annotate import annotate, format_summary
+    from wsslib.apps.annotate import AnnotateSettings, annotate, format_summary
     from wsslib.core.distributed import is_main_process
     from wsslib.core.errors import DataError
 
     try:
-        res = annotate(
-            args.images_dir, args.models, args.out, theta=args.theta, k=args.k, batch_size=args.batch,
-            device=args.device, size=args.size, map_threshold=args.map_threshold, fusion=args.fusion,
-            method=args.method, seed=args.seed, category=args.category, workers=args.workers,
-            retry_errors=args.retry_errors, progress=not args.quiet,
-        )
+        settings = AnnotateSettings(
+            theta=args.theta, k=args.k, method=args.method, map_threshold=args.map_threshold,
+            sizes=None if args.size is None else (args.size,), fusion=args.fusion, seed=args.seed,
+            category=args.category)
+        res = annotate(args.images_dir, args.models, args.out, settings, batch_size=args.batch,
+                       device=args.device, workers=args.workers, retry_errors=args.retry_errors,
+                       progress=not args.quiet)
     except (DataError, ValueError) as e:
         print(f"wsslib annotate: {e}", file=sys.stderr)
         return 2
@@ -107,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("-p", "--param", action="append", help="extra notebook parameter key=value")
     rep.add_argument("--timeout", type=float, default=None, help="seconds one cell may run (default: no limit)")
     rep.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    rep.add_argument("--in-place", action="store_true",
+                     help="write each executed notebook back over its source, ready to commit (injected "
+                          "parameters cell, stderr outputs and absolute paths removed)")
     rep.set_defaults(func=_cmd_reproduce)
 
     ann = sub.add_parser("annotate", help="AAX masks, decisions and a review list for a folder of images (resumable)")

@@ -13,12 +13,24 @@
    ``"source": "paper"``, side by side with this run's rows), the figures of the executed
    notebook (PNG outputs, extracted to ``figures/``), its parameters and its provenance.
 
-Results JSON are those of :func:`wsslib.report.write_results` (``<results_dir>/<notebook>.json``).
+3. with ``--in-place`` (:func:`write_back`), each notebook that ran through is written back
+   over its source ``notebooks/NN_*.ipynb``, ready to commit: papermill's injected-parameters
+   cell, stderr outputs (progress bars, warnings) and widget outputs removed, absolute paths in
+   outputs replaced, execution counts renumbered.
+
+Figures: the kernels get the inline backend (``MPLBACKEND``) and a matplotlib rc file
+(``MATPLOTLIBRC``) with ``figure.dpi`` = :data:`FIGURE_DPI`, so that every PNG embedded in a
+notebook stays small (well under 300 KB); both only for the kernels, the caller's environment is
+restored afterwards.
+
+Results JSON are those of :func:`wsslib.reporting.results.write_results`
+(``<results_dir>/<notebook>.json``).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 import math
@@ -39,17 +51,24 @@ __all__ = [
     "NotebookRun",
     "PeakMemory",
     "PROJECT_ROOT",
+    "clean_executed",
     "extract_figures",
     "find_notebooks",
     "new_run_dir",
     "print_summary",
     "run_notebooks",
+    "shrink_png",
+    "write_back",
     "write_report",
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 _MARKER_TAGS = {"injected-parameters", "papermill-error-cell-tag"}  # cells papermill adds
+FIGURE_DPI = 80
+"""Dots per inch of the figures the executed notebooks embed (matplotlib's default is 100)."""
+PNG_BUDGET = 150 * 1024
+"""Bytes a PNG written back in place may take; larger ones are re-encoded (:func:`shrink_png`)."""
 MAX_TABLE_ROWS = 30
 """Rows of one table printed in the report; the results JSON holds all of them."""
 
@@ -99,6 +118,7 @@ class NotebookRun:
         peak_rss_mib: peak memory of the kernel process tree in MiB (see ``memory_method``).
         memory_method: how ``peak_rss_mib`` was measured (:class:`PeakMemory`).
         results: the results JSON it wrote, None when it wrote none.
+        source: the notebook that was run.
     """
 
     notebook: str
@@ -109,6 +129,7 @@ class NotebookRun:
     peak_rss_mib: float | None = None
     memory_method: str | None = None
     results: Path | None = None
+    source: Path | None = None
 
     @property
     def stem(self) -> str:
@@ -305,17 +326,32 @@ def run_notebooks(
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     notebooks = notebooks or find_notebooks()
-    # Figures go into the executed notebooks (and the report) only with the inline backend; a
-    # non-interactive MPLBACKEND such as Agg (``make test`` sets it) would reach the kernels.
-    backend = os.environ.get("MPLBACKEND")
-    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-    try:
+    with _kernel_environment(out_dir):
         return _run_all(notebooks, out_dir, smoke, parameters, progress, timeout)
+
+
+@contextlib.contextmanager
+def _kernel_environment(out_dir: Path):
+    """The environment the kernels inherit while the context is open, restored afterwards.
+
+    Figures go into the executed notebooks (and the report) only with the inline backend: a
+    non-interactive ``MPLBACKEND`` such as Agg (``make test`` sets it) would reach the kernels.
+    ``MATPLOTLIBRC`` names an rc file with ``figure.dpi`` :data:`FIGURE_DPI` (small PNGs).
+    """
+    rc = out_dir / ".matplotlibrc"
+    rc.write_text(f"figure.dpi: {FIGURE_DPI}\nsavefig.dpi: figure\n")
+    env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", "MATPLOTLIBRC": str(rc)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
     finally:
-        if backend is None:
-            os.environ.pop("MPLBACKEND", None)
-        else:
-            os.environ["MPLBACKEND"] = backend
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        rc.unlink(missing_ok=True)
 
 
 def _run_all(notebooks, out_dir, smoke, parameters, progress, timeout) -> list[NotebookRun]:
@@ -341,7 +377,7 @@ def _run_all(notebooks, out_dir, smoke, parameters, progress, timeout) -> list[N
             except Exception as exc:  # noqa: BLE001 - every failure is reported, the next notebook runs
                 failure = _describe_error(exc, output)
         run = NotebookRun(nb.name, output, time.perf_counter() - t0, str(failure) if failure else None, failure,
-                          mem.peak_mib, mem.method, results if results.is_file() else None)
+                          mem.peak_mib, mem.method, results if results.is_file() else None, nb)
         runs.append(run)
         if progress:
             mib = f", peak {run.peak_rss_mib:.0f} MiB" if run.peak_rss_mib is not None else ""
@@ -366,6 +402,146 @@ def print_summary(runs: Sequence[NotebookRun], file=None) -> None:
         for r in failed:
             print(f"  {r.notebook} failed at {r.error}", file=file)
             print(f"      executed notebook (with the traceback): {r.output}", file=file)
+
+
+# --------------------------------------------------------------------------------------------
+# writing executed notebooks back, for committing
+# --------------------------------------------------------------------------------------------
+
+_WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def _scrub(obj: Any, subs: Sequence[tuple[str, str]]) -> Any:
+    """``obj`` (an output's JSON) with each ``old`` path replaced by ``new`` in its strings
+    (images excepted)."""
+    if isinstance(obj, str):
+        for old, new in subs:
+            obj = obj.replace(old, new)
+        return obj
+    if isinstance(obj, list):
+        return [_scrub(v, subs) for v in obj]
+    if isinstance(obj, dict):
+        return {k: v if k.startswith("image/") else _scrub(v, subs) for k, v in obj.items()}
+    return obj
+
+
+def clean_executed(nb, *, results_dir: str | os.PathLike, project_root: str | os.PathLike = PROJECT_ROOT):
+    """Make an executed notebook (``nbformat`` node, changed in place) fit to commit.
+
+    Removes the cells papermill injected (``injected-parameters``), ``stderr`` stream outputs
+    (progress bars, warnings), widget outputs (they need a live kernel) and papermill's
+    per-cell metadata; re-encodes PNGs over :data:`PNG_BUDGET` (:func:`shrink_png`); replaces absolute paths in the outputs (``results_dir`` by
+    ``results``, ``project_root`` by ``.``, the home folder by ``~``); renumbers the execution
+    counts 1, 2, ...; drops papermill's input/output paths and parameters from the notebook's
+    metadata. Returns ``nb``.
+    """
+    subs = [(str(Path(results_dir).resolve()), "results"), (str(Path(results_dir)), "results"),
+            (str(Path(project_root).resolve()), "."), (str(Path.home()), "~")]
+    subs = [(old, new) for old, new in subs if len(old) > 1]
+    nb.cells = [c for c in nb.cells if not _MARKER_TAGS & set(c.get("metadata", {}).get("tags", []))]
+    count = 0
+    for cell in nb.cells:
+        cell.get("metadata", {}).pop("papermill", None)
+        cell.get("metadata", {}).pop("execution", None)
+        if cell.cell_type != "code":
+            continue
+        count += 1
+        cell.execution_count = count
+        kept = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                continue
+            if _WIDGET_MIME in out.get("data", {}):
+                continue
+            out = _shrink_output(_scrub(out, subs))
+            if "execution_count" in out:
+                out["execution_count"] = count
+            kept.append(out)
+        cell.outputs = [_node(o) for o in kept]
+    meta = nb.metadata.get("papermill")
+    if meta is not None:
+        for key in ("input_path", "output_path", "parameters", "environment_variables"):
+            meta.pop(key, None)
+    return nb
+
+
+def shrink_png(png: bytes, budget: int = PNG_BUDGET) -> tuple[bytes, float]:
+    """``png`` re-encoded to fit ``budget`` bytes, and the factor its sides were scaled by.
+
+    A PNG within the budget is returned as it is. Otherwise it is quantised to a 256-colour
+    palette (plots and heatmaps look the same; noisy synthetic images compress 2-3x better),
+    then, while still too large, halved in both sides (Lanczos). Returns ``(png, scale)``.
+    """
+    if len(png) <= budget:
+        return png, 1.0
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        im = im.convert("RGBA") if im.mode in ("RGBA", "LA", "P") else im.convert("RGB")
+    scale = 1.0
+    while True:
+        q = im.quantize(256, method=Image.Quantize.FASTOCTREE) if im.mode == "RGBA" else im.quantize(256)
+        buf = io.BytesIO()
+        q.save(buf, format="PNG", optimize=True)
+        if buf.tell() <= budget or min(im.size) < 64:
+            return buf.getvalue(), scale
+        im = im.resize((max(1, im.width // 2), max(1, im.height // 2)), Image.Resampling.LANCZOS)
+        scale /= 2
+
+
+def _shrink_output(out: dict) -> dict:
+    """An output whose PNG is over :data:`PNG_BUDGET` re-encoded; a halved one keeps its display size."""
+    png = out.get("data", {}).get("image/png")
+    if not png:
+        return out
+    raw = base64.b64decode(png if isinstance(png, str) else "".join(png))
+    small, scale = shrink_png(raw)
+    if small is raw:
+        return out
+    out["data"]["image/png"] = base64.b64encode(small).decode("ascii")
+    if scale < 1.0:
+        import struct
+
+        width, height = struct.unpack(">II", raw[16:24])  # the IHDR chunk of the original
+        meta = out.setdefault("metadata", {}).setdefault("image/png", {})
+        meta.setdefault("width", width)
+        meta.setdefault("height", height)
+    return out
+
+
+def _node(obj: Any):
+    """A dict as an ``nbformat`` node (attribute access), as nbformat's readers return them."""
+    from nbformat import from_dict
+
+    return from_dict(obj)
+
+
+def write_back(runs: Sequence[NotebookRun], results_dir: str | os.PathLike, *, smoke: bool = False,
+               parameters: dict[str, Any] | None = None) -> list[Path]:
+    """Write each notebook that ran through back over its source, cleaned (:func:`clean_executed`).
+
+    A failed notebook is left as it was. The file is replaced atomically. The notebook's
+    metadata ``wsslib`` records how it was executed (``smoke``, the ``parameters`` given).
+
+    Returns:
+        the notebooks written.
+    """
+    import nbformat
+
+    written = []
+    for r in runs:
+        if r.error or r.source is None or not Path(r.output).is_file():
+            continue
+        nb = clean_executed(nbformat.read(r.output, as_version=4), results_dir=results_dir)
+        nb.metadata["wsslib"] = {"executed_by": "wsslib reproduce --in-place", "smoke": bool(smoke),
+                                 "parameters": dict(parameters or {})}
+        tmp = Path(r.source).with_name(f".{Path(r.source).name}.tmp")
+        nbformat.write(nb, tmp)
+        os.replace(tmp, r.source)
+        written.append(Path(r.source))
+    return written
 
 
 # --------------------------------------------------------------------------------------------

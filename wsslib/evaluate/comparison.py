@@ -32,7 +32,9 @@ __all__ = ["MethodComparison"]
 
 
 class MethodComparison:
-    """Accumulates one row per method: test Dice, IoU, precision, recall, coverage, threshold.
+    """Accumulates one row per method: every :func:`~wsslib.evaluate.metrics.segmentation_scores`
+    key on the test images, ``coverage`` (share of them given a non-empty mask), ``threshold`` and
+    ``valid_<metric>`` (the validation score at it).
 
     Args:
         truth: ``(N, H, W)`` bool true masks of the test images scored (those with a lesion).
@@ -43,6 +45,7 @@ class MethodComparison:
 
     def __init__(self, truth: torch.Tensor, valid_truth: torch.Tensor, dataset: str, metric: str = "dice") -> None:
         self.truth, self.valid_truth, self.dataset, self.metric = truth, valid_truth, dataset, metric
+        self.valid_key = f"valid_{metric}"
         self.rows: list[dict[str, Any]] = []
         self.masks: dict[str, torch.Tensor] = {}
 
@@ -51,10 +54,9 @@ class MethodComparison:
         """Score ``pred`` (N, H, W) bool masks of the test images as one row."""
         check_same_shape("pred", pred, "truth", self.truth)
         s = segmentation_scores(pred, self.truth)
-        row = {"method": method, "family": family, "dice": s["dice"], "iou": s["iou"],
-               "precision": s["precision"], "recall": s["recall"],
+        row = {"method": method, "family": family, **s,
                "coverage": float(pred.flatten(1).any(1).float().mean()) if len(pred) else float("nan"),
-               "threshold": threshold, "valid_dice": valid_score, "n_images": s["n_images"],
+               "threshold": threshold, self.valid_key: valid_score,
                "source": "this run", "dataset": self.dataset, **extra}
         self.rows.append(row)
         self.masks[method] = pred
@@ -94,8 +96,8 @@ class MethodComparison:
                 continue
             if fam == "baseline" and baseline in sub.index:
                 pick = baseline
-            elif sub["valid_dice"].notna().any():
-                pick = sub["valid_dice"].astype(float).idxmax()
+            elif sub[self.valid_key].notna().any():
+                pick = sub[self.valid_key].astype(float).idxmax()
             else:
                 pick = sub["dice"].astype(float).idxmax()
             paper = [p for p in paper_rows if p.get("family") == fam]

@@ -41,6 +41,7 @@ from torch import nn
 
 from wsslib.core.errors import DataError
 from wsslib.data.base import TensorBatch
+from wsslib.evaluate.comparison import MethodComparison
 from wsslib.evaluate import baselines, metrics, thresholds
 from wsslib.evaluate.thresholds import ThresholdResult
 from wsslib.explain import cams, ccam
@@ -177,16 +178,13 @@ def score_maps(valid_maps: Mapping[str, torch.Tensor], valid_truth: torch.Tensor
     """
     if set(valid_maps) != set(test_maps):
         raise ValueError(f"score_maps: valid_maps has {sorted(valid_maps)}, test_maps {sorted(test_maps)}")
-    n, h, w = test_truth.shape
-    masks = {"empty": baselines.empty_masks(n, h, w),
-             "centre prior": baselines.centre_prior(h, w, fg_share).expand(n, h, w).clone()}
-    chosen = {m: thresholds.select_threshold(valid_maps[m], valid_truth, metric=metric) for m in valid_maps}
-    masks.update({m: thresholds.binarize(test_maps[m], chosen[m].threshold) for m in test_maps})
-    rows = []
-    for m, pred in masks.items():
-        extra = {"threshold": chosen[m].threshold, f"valid_{metric}": chosen[m].score} if m in chosen else {}
-        rows.append({"method": m, **extra, **metrics.segmentation_scores(pred, test_truth)})
-    return MapScores(rows=rows, thresholds=chosen, test_masks=masks)
+    cmp = MethodComparison(test_truth, valid_truth, dataset="", metric=metric)
+    cmp.add_baselines(fg_share)
+    chosen = {m: cmp.add_maps("map", m, valid_maps[m], test_maps[m]) for m in valid_maps}
+    drop = {"family", "source", "dataset", "coverage", "note"}
+    rows = [{k: v for k, v in r.items() if k not in drop and not (r["method"] not in chosen and k in ("threshold", cmp.valid_key))}
+            for r in cmp.rows]
+    return MapScores(rows=rows, thresholds=chosen, test_masks=dict(cmp.masks))
 
 
 def _gradient_spread(model: nn.Module, images: torch.Tensor, target: int) -> float:

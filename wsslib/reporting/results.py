@@ -13,6 +13,7 @@ Metric values are fractions in 0..1. Reference rows taken from a paper carry
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -91,7 +92,11 @@ def provenance(seed: int | None, device: Any, seconds: float | None) -> dict[str
 
 
 def _clean(x: Any) -> Any:
-    """JSON-safe copy: tensors/arrays to lists, NaN/inf to None, numpy scalars to Python."""
+    """JSON-safe copy: tensors/arrays to lists, NaN/inf to None, numpy scalars to Python,
+    dataclasses (configs) to dicts, paths and anything else JSON cannot hold (a ``torch.device``)
+    to their ``str``."""
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        x = {f.name: getattr(x, f.name) for f in dataclasses.fields(x)}
     if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):
         x = x.tolist()
     if isinstance(x, float):
@@ -100,9 +105,9 @@ def _clean(x: Any) -> Any:
         return {str(k): _clean(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_clean(v) for v in x]
-    if isinstance(x, Path):
-        return str(x)
-    return x
+    if x is None or isinstance(x, (str, bool, int)):
+        return x
+    return str(x)
 
 
 def records_table(records: Sequence[Mapping[str, Any]]):
