@@ -13,6 +13,7 @@ Every notebook's ``parameters`` cell names a ``preset`` and leaves every other k
 from __future__ import annotations
 
 import os
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,6 +47,12 @@ def resolve_smoke(smoke: bool | None) -> bool:
     return bool(smoke) if smoke is not None else os.environ.get(SMOKE_ENV) == "1"
 
 
+def _is_value(x: Any) -> bool:
+    """A knob's value: not None, and not a module, function or class that a notebook imported
+    under a knob's name (``from wsslib.methods import cam_methods`` beside a ``cam_methods`` knob)."""
+    return x is not None and not isinstance(x, (types.ModuleType, types.FunctionType, type))
+
+
 def notebook_settings(notebook: str, params: Mapping[str, Any]) -> Settings:
     """Resolve a notebook's settings from its parameters.
 
@@ -53,7 +60,7 @@ def notebook_settings(notebook: str, params: Mapping[str, Any]) -> Settings:
         notebook: the notebook's stem or number (``"04_aax_decision"`` or ``"04"``).
         params: the notebook's namespace (``globals()``) or any mapping holding ``preset``,
             ``smoke`` and the knobs; keys the notebook does not know are ignored, ``None`` means
-            "not given".
+            "not given" (so do modules, functions and classes: names a notebook imported).
 
     Returns:
         :class:`Settings` with every knob of the notebook's preset, smoke overlay applied to the
@@ -79,7 +86,7 @@ def notebook_settings(notebook: str, params: Mapping[str, Any]) -> Settings:
         raise ValueError(f"{mod.NOTEBOOK} defines the presets {', '.join(presets)}; not {preset!r} (yet)")
     smoke = resolve_smoke(params.get("smoke"))
     values = dict(presets[preset])
-    given = {k for k in values if params.get(k) is not None}
+    given = {k for k in values if _is_value(params.get(k))}
     if smoke:
         overlay = getattr(mod, "SMOKE_FOR", {}).get(preset, mod.SMOKE)  # a preset may shrink differently
         values.update({k: v for k, v in overlay.items() if k not in given})

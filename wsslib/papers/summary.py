@@ -1,0 +1,226 @@
+"""Notebook 05 (every method on the same images): its presets, and the configurations of the four
+papers' protocols built **by the papers' own builders**, so that 05 runs exactly what 01-04 run.
+
+Each family's configuration starts from its notebook's ``cpu`` preset (``zhong2024``,
+``deshpande``, ``ostrowski``, ``nasir2025``) and only the knobs notebook 05 exposes replace
+values there (image size, models, epochs, ...): every protocol constant it does not name (the
+CRF's ``sxy`` rule, ``lam_warmup``, AAX's ``p_cut`` / votes, CCAM's optimiser, ...) is the one
+notebooks 01-04 use. ``PUBLISHED`` picks, from those modules, the rows the summary quotes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from wsslib.core.errors import DataError
+from wsslib.data import list_datasets, load_splits
+from wsslib.data.base import TensorBatch
+from wsslib.methods.aax import AAXConfig
+from wsslib.methods.cam_methods import CAMMethodsConfig
+from wsslib.methods.ensembles import EnsembleConfig
+from wsslib.methods.gaze import GazeConfig
+from wsslib.models.training import ClassifierSpec, ClassifierTrainConfig
+from wsslib.papers import deshpande, nasir2025, ostrowski, zhong2024
+
+__all__ = ["FAMILIES", "NOTEBOOK", "PRESETS", "PUBLISHED", "SMOKE", "SummaryConfigs", "SummaryData", "configs",
+           "gaze_sets", "load_data", "paper_rows"]
+
+NOTEBOOK = "05_iou_dice_summary"
+
+#: The method families of the summary table, in the order shown.
+FAMILIES = ("baseline", "single CAM", "CAM ensemble", "AAX", "CCAM", "gaze pseudo-mask", "gaze UNet")
+
+
+def _pick(rows: list[dict], family: str, label: str, **match: Any) -> dict:
+    row = next(r for r in rows if all(r.get(k) == v for k, v in match.items()))
+    return {"family": family, "method": label, "dataset": row["dataset"], "dice": row.get("dice"), "iou": row.get("iou")}
+
+
+#: The papers' per-image Dice / IoU the summary quotes, taken from each paper's module (the
+#: EnsembleCAM numbers use a pooled convention that is not a per-image Dice: left out).
+PUBLISHED: list[dict] = [
+    _pick(zhong2024.PUBLISHED, "gaze UNet", "GazeMedSeg UNets [paper, Kvasir-SEG]", table="segmentation",
+          dataset="Kvasir-SEG"),
+    _pick(zhong2024.PUBLISHED, "gaze pseudo-mask", "gaze heatmap + CRF, t 0.5 [paper, Kvasir-SEG]",
+          table="pseudo_masks", dataset="Kvasir-SEG"),
+    _pick(deshpande.PUBLISHED, "CCAM", "CCAM [paper, Deshpande et al., Kvasir-SEG]", method="CCAM",
+          dataset="Kvasir-SEG"),
+    _pick(nasir2025.PUBLISHED, "AAX", "AAX [paper, Fire]", method="AAX", dataset="Fire"),
+    _pick(nasir2025.PUBLISHED, "AAX", "AAX [paper, TBX11K]", method="AAX", dataset="TBX11K"),
+]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {
+        "dataset": "synthetic",
+        "data_root": None,
+        "classifier_dataset": None,  # None: dataset itself, but polypgen for kvasir-seg (no negatives)
+        "classifier_data_root": None,
+        "image_size": 96,
+        "n_images": 600,
+        "models": ["smallcnn", "smallcnn", "smallcnn"],
+        "cnn_widths": [16, 8, 12],
+        "epochs": [6, 6, 6],
+        "lrs": [2e-3, 3e-3, 2e-3],
+        "batch_sizes": [32, 32, 32],
+        "dropout": 0.5,
+        "cam_methods": ["gradcam", "xgradcam", "gradcam++", "fullgrad"],
+        "ensemble_cam": "gradcam",
+        "ensemble_pair": None,
+        "ensemble_grid_step": 0.05,
+        "k": 20,
+        "aax_cam": "xgradcam",
+        "theta": 0.1,
+        "aax_fusion": "intersection",
+        "ccam_inits": ["scratch", "classifier"],
+        "ccam_epochs": 3,
+        "ccam_lr": 1e-3,
+        "ccam_batch_size": 32,
+        "gaze_levels": None,  # the data set's (zhong2024.DATASET_SETTINGS)
+        "gaze_sigma": None,  # the data set's
+        "gaze_train_max": None,
+        "gaze_workers": 2,
+        "unet_iterations": 200,
+        "unet_batch_size": 4,
+        "unet_eval_every": 25,
+        "unet_widths": [8, 16, 32, 64],
+        "unet_feat_ch": 16,
+        "unet_lam": 3.0,
+        "n_show": 4,
+    },
+}
+
+SMOKE: dict[str, Any] = {
+    "image_size": 32, "n_images": 120, "epochs": [3, 1, 1], "batch_sizes": [32, 32, 32], "k": 5,
+    "cam_methods": ["gradcam", "gradcam++"], "ccam_epochs": 1, "unet_iterations": 8, "unet_eval_every": 4,
+    "n_show": 3, "gaze_train_max": 40, "gaze_workers": 1,
+}
+
+
+def paper_rows() -> list[dict]:
+    """``PUBLISHED`` as table rows (``source`` ``"paper"``)."""
+    return [{**r, "source": "paper"} for r in PUBLISHED]
+
+
+@dataclass(frozen=True)
+class SummaryConfigs:
+    """One configuration per family, each built by its paper's builder."""
+
+    classifiers: tuple[ClassifierSpec, ...]
+    cams: CAMMethodsConfig
+    ensembles: EnsembleConfig
+    aax: AAXConfig
+    gaze: GazeConfig
+
+    @property
+    def names(self) -> list[str]:
+        """The classifiers' table names (``smallcnn/16``: architecture / first-stage width)."""
+        return [s.title for s in self.classifiers]
+
+
+def configs(s: Mapping[str, Any]) -> SummaryConfigs:
+    """The five configurations of resolved settings ``s``.
+
+    Raises:
+        ValueError: lists of per-model knobs of different lengths, fewer than two models, or two
+            classifiers with the same table name.
+    """
+    n = len(s["models"])
+    if n < 2 or not n == len(s["cnn_widths"]) == len(s["epochs"]) == len(s["lrs"]) == len(s["batch_sizes"]):
+        raise ValueError("models, cnn_widths, epochs, lrs and batch_sizes need one entry per model (two at least), got "
+                         f"{n}, {len(s['cnn_widths'])}, {len(s['epochs'])}, {len(s['lrs'])}, {len(s['batch_sizes'])}")
+    specs = tuple(
+        ClassifierSpec(m, ClassifierTrainConfig(lr=lr, batch_size=bs, epochs=ep, patience=None, one_cycle=True),
+                       dropout=s["dropout"], options={"width": w} if m == "smallcnn" else {},
+                       label=f"{m}/{w}" if m == "smallcnn" else m)
+        for m, w, ep, lr, bs in zip(s["models"], s["cnn_widths"], s["epochs"], s["lrs"], s["batch_sizes"]))
+    if len({sp.title for sp in specs}) != n:
+        raise ValueError(f"two classifiers would have the same name: {[sp.title for sp in specs]}; vary models or cnn_widths")
+    cams = deshpande.config({**deshpande.PRESETS["cpu"], "cam_methods": s["cam_methods"], "threshold_metric": "dice",
+                             "ccam_inits": s["ccam_inits"], "ccam_epochs": s["ccam_epochs"], "ccam_lr": s["ccam_lr"],
+                             "ccam_batch_size": s["ccam_batch_size"]})
+    ens = replace(ostrowski.ensemble_config(ostrowski.PRESETS["cpu"]), cam_method=s["ensemble_cam"],
+                  grid_step=s["ensemble_grid_step"], select_metric="dice")
+    aax = nasir2025.aax_config({**nasir2025.PRESETS["cpu"], "k": s["k"], "cam_method": s["aax_cam"],
+                                "theta": s["theta"], "fusion": s["aax_fusion"], "threshold_metric": "dice"})
+    gaze = zhong2024.gaze_config({**zhong2024.PRESETS["cpu"], "dataset": s["dataset"], "image_size": s["image_size"],
+                                  "levels": s["gaze_levels"], "sigma": s["gaze_sigma"], "crf_workers": s["gaze_workers"],
+                                  "iterations": s["unet_iterations"], "batch_size": s["unet_batch_size"],
+                                  "eval_every": s["unet_eval_every"], "widths": s["unet_widths"],
+                                  "feat_ch": s["unet_feat_ch"], "lam": s["unet_lam"]}, variants=("lpp",))
+    return SummaryConfigs(specs, cams, ens, aax, gaze)
+
+
+@dataclass
+class SummaryData:
+    """The splits of a summary run.
+
+    Attributes:
+        seg: ``train`` / ``valid`` / ``test`` of the data that is segmented and scored.
+        cls: ``train`` / ``valid`` the classifiers learn from (``seg`` itself unless
+            ``classifier_dataset`` names another set).
+        valid, test: the validation and test images that hold a lesion with a mask (thresholds
+            are chosen on ``valid``; every method is scored on ``test``).
+        test_name: ``"<dataset> (test)"``.
+        classifier_dataset: the name of the classifiers' data set.
+    """
+
+    seg: dict[str, TensorBatch]
+    cls: dict[str, TensorBatch]
+    valid: TensorBatch
+    test: TensorBatch
+    test_name: str
+    classifier_dataset: str
+
+
+def load_data(s: Mapping[str, Any]) -> SummaryData:
+    """Load the splits of resolved settings ``s`` (see :class:`SummaryData`).
+
+    Raises:
+        ValueError: an unknown data set name. DataError: a classifier data set of one class.
+    """
+    for name in (s["dataset"], s["classifier_dataset"]):
+        if name is not None and name not in list_datasets():
+            raise ValueError(f"dataset {name!r} is not known; choose one of {list_datasets()}")
+    cds = s["classifier_dataset"] or ("polypgen" if s["dataset"] == "kvasir-seg" else s["dataset"])
+    size, seed = s["image_size"], s.get("seed", 0)
+    seg = load_splits(s["dataset"], ("train", "valid", "test"), root=s["data_root"], size=size, n=s["n_images"], seed=seed)
+    cls = seg
+    if cds != s["dataset"]:
+        cls = load_splits(cds, ("train", "valid"), root=s["classifier_data_root"], size=size, seed=seed)
+        if int(cls["train"].labels.min()) == int(cls["train"].labels.max()):
+            raise DataError(f"classifier_dataset={cds!r} has one class only: a classifier needs both")
+    pos = {k: seg[k].subset((seg[k].labels == 1) & seg[k].has_mask) for k in ("valid", "test")}
+    return SummaryData(seg, cls, pos["valid"], pos["test"], f"{s['dataset']} (test)", cds)
+
+
+def gaze_sets(s: Mapping[str, Any], data: SummaryData, config: GazeConfig, *, progress: bool = False) -> dict:
+    """GazeMedSeg's pseudo-masks (:func:`wsslib.methods.gaze.gaze_supervision`, notebook 01's call)
+    of the training images with a lesion (at most ``s["gaze_train_max"]``) and of ``data.valid`` /
+    ``data.test``, in their order.
+
+    Returns:
+        ``{"train", "valid", "test"}`` -> :class:`~wsslib.methods.gaze.PseudoMaskSet`.
+
+    Raises:
+        DataError: the data set has no gaze, or its samples are not in the order of the tensors.
+    """
+    from itertools import islice
+
+    from wsslib.data import get_dataset
+    from wsslib.methods.gaze import gaze_supervision
+
+    kw = {"n": s["n_images"], "size": s["image_size"], "seed": s.get("seed", 0)} if s["dataset"] == "synthetic" else {}
+    ds = {k: get_dataset(s["dataset"], root=s["data_root"], split=k, **kw) for k in ("train", "valid", "test")}
+    keep = {k: {str(i) for i in (getattr(data, k).ids or [])} for k in ("valid", "test")}
+    def listed(split: str):  # the samples of split whose ids the tensors hold, in the data set's order
+        return (ds[split][i] for i, name in enumerate(ds[split].ids()) if str(name) in keep[split])
+
+    chosen = {"train": islice((x for x, lab in zip(ds["train"], ds["train"].labels()) if lab == 1), s["gaze_train_max"]),
+              "valid": listed("valid"), "test": listed("test")}
+    sets = gaze_supervision(chosen, config, native_truth_splits=(), progress=progress)
+    for k in ("valid", "test"):
+        if [str(i) for i in sets[k].ids] != [str(i) for i in getattr(data, k).ids]:
+            raise DataError(f"gaze maps of {k} are not in the order of the split's tensors")
+    return sets
