@@ -1,6 +1,9 @@
-"""Tests of wsslib.gaze: heatmaps (separable vs the paper's canvas way), CRF, pseudo-masks."""
+"""Tests of wsslib.methods.gaze: heatmaps (separable vs the paper's canvas way), CRF, pseudo-masks,
+and the protocol (gaze_supervision, run_gaze_experiment) on tiny data."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ import torch
 from wsslib.data import generate_synthetic, get_dataset
 from wsslib.core.errors import DataError, ShapeError
 from wsslib.methods.gaze import (
+    GazeConfig,
     PseudoMaskSet,
     crf_refine,
     default_levels,
@@ -18,7 +22,10 @@ from wsslib.methods.gaze import (
     map_scores,
     pseudo_masks,
     reference_heatmap,
+    run_gaze_experiment,
+    score_gaze_models,
 )
+from wsslib.methods.gaze import gaze_supervision
 
 
 @pytest.fixture(scope="module")
@@ -247,3 +254,135 @@ def test_bench_gaze_record(capsys):
     main(["--n", "2", "--reference-subset", "1"])
     line = capsys.readouterr().out.strip().splitlines()
     assert len(line) == 1 and line[0].startswith("{")
+
+
+# ---------------------------------------------------------------------------- min-max, sxy scaling
+
+
+def test_heatmap_min_max_is_the_exact_formula(synthetic_gaze):
+    """gaze heatmaps use core.maps.minmax_per_image(eps=0): exactly (m - min) / (max - min)."""
+    fix = torch.as_tensor(np.asarray(synthetic_gaze["gaze"][0]), dtype=torch.float64)
+    h, w, sig = 24, 30, 70 / 768
+    rows, cols = (torch.arange(h, dtype=torch.float64) + 0.5) / h, (torch.arange(w, dtype=torch.float64) + 0.5) / w
+    gy = torch.exp(-((rows[:, None] - fix[None, :, 1]) ** 2) / (2 * sig**2))
+    gx = torch.exp(-((cols[:, None] - fix[None, :, 0]) ** 2) / (2 * sig**2))
+    raw = (gy * fix[None, :, 2]) @ gx.T
+    want = (raw - raw.min()) / (raw.max() - raw.min())
+    got = gaze_heatmaps_batched([fix], (h, w))[0]
+    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
+    assert float(got.max()) == 1.0 and float(got.min()) == 0.0
+
+
+def test_crf_sxy_scales_with_the_image_side():
+    """sxy_reference_side=512: each image's CRF gets sxy * max(H, W) / 512 (GazeConfig's rule)."""
+    ds = list(get_dataset("synthetic", split="valid", n=24, size=48))[:3]
+    scaled = pseudo_masks(ds, size=32, crf=True, crf_params={"sxy": 80.0}, sxy_reference_side=512, progress=False)
+    direct = pseudo_masks(ds, size=32, crf=True, crf_params={"sxy": 80.0 * 48 / 512}, progress=False)
+    torch.testing.assert_close(scaled.refined, direct.refined)
+    kept = pseudo_masks(ds, size=32, crf=False, keep_native_truth={str(ds[1].id)}, progress=False)
+    assert kept.native_truth[0] is None and kept.native_truth[1].shape == (48, 48)
+    assert np.array_equal(kept.native_truth[1], ds[1].mask)
+
+
+# ---------------------------------------------------------------------------- the protocol
+
+
+def _with_lesion(ds):
+    return (s for s, lab in zip(ds, ds.labels()) if lab == 1)
+
+
+TINY = GazeConfig(image_size=24, iterations=2, batch_size=4, widths=(8, 16), feat_ch=8, eval_every=1,
+                  sweep=(0.3, 0.5), crf_max_side=None)
+
+
+@pytest.fixture(scope="module")
+def tiny_experiment():
+    splits = {s: get_dataset("synthetic", split=s, n=48, size=24, seed=1) for s in ("train", "valid", "test")}
+    data = gaze_supervision({s: _with_lesion(ds) for s, ds in splits.items()}, TINY)
+    return data, run_gaze_experiment(TINY, data, seed=0, device="cpu")
+
+
+def test_gaze_supervision_splits_and_native_truth(tiny_experiment):
+    data, _ = tiny_experiment
+    assert set(data) == {"train", "valid", "test"} and all(len(d) > 0 for d in data.values())
+    assert len(set(sum((d.ids for d in data.values()), []))) == sum(len(d) for d in data.values())
+    assert data["train"].levels == TINY.levels and data["train"].images.shape[-1] == 24
+    assert all(t is not None for t in data["test"].native_truth)  # the test split only
+    assert all(t is None for t in data["train"].native_truth)
+    assert set(data["train"].scores["refined"]) == {0.3, 0.5}
+
+
+def test_run_gaze_experiment_tables(tiny_experiment):
+    data, exp = tiny_experiment
+    seg = {r["method"]: r for r in exp.segmentation_rows}
+    names = [TINY.variant_name(v) for v in TINY.variants]
+    assert list(exp.results) == names
+    assert names == ["1 UNet, pseudo-mask > 0.5", "2 UNets, no consistency", "2 UNets + consistency",
+                     "2 UNets + consistency + LPP"]
+    assert {"empty", "centre prior", *names} <= set(seg)
+    assert any(m.startswith("CRF pseudo-mask > 0.5 of the test image") for m in seg)
+    n_test = int(data["test"].has_mask.sum())
+    for r in exp.segmentation_rows:
+        assert 0.0 <= r["iou"] <= r["dice"] + 1e-12 <= 1.0 + 1e-12 and r["n_images"] == n_test
+        assert r["resolution"] == "native"
+    for n in names:
+        assert seg[n]["selected_on"] == "valid" and 1 <= seg[n]["best_iteration"] <= TINY.iterations
+        assert exp.test_probs[n].shape == (n_test, 24, 24)
+    assert seg["empty"]["dice"] == 0.0
+    h = exp.histories()
+    assert h[names[0]]["final_consistency"] == 0.0 and h[names[1]]["final_consistency"] == 0.0
+    assert -2.0 <= h[names[3]]["final_consistency"] < 0.0  # m = 2: each level's term in [-1, 0]
+    pm = {r["method"]: r for r in exp.pseudo_mask_rows}
+    assert {"heatmap > 0.3", "CRF map > 0.5", "empty", "centre prior", "full mask"} <= set(pm)
+    assert pm["full mask"]["recall"] == pytest.approx(1.0)
+    cols = exp.columns([0, 1])
+    assert list(cols)[:4] == ["heatmap", "CRF map", "pseudo-mask > 0.5", "pseudo-mask > 0.3"]
+    assert cols["pred. lpp"].dtype == torch.bool and cols["pred. lpp"].shape == (2, 24, 24)
+
+
+def test_score_gaze_models_reuses_trained_models(tiny_experiment):
+    """Notebook 05 scores models trained once: the same rows from the bare models."""
+    data, exp = tiny_experiment
+    models = {n: r.model for n, r in exp.results.items()}
+    rows, probs = score_gaze_models(models, data["test"], TINY, share=exp.share)
+    again = {r["method"]: r["dice"] for r in rows}
+    assert again == {r["method"]: r["dice"] for r in exp.segmentation_rows}
+    assert "best_iteration" not in rows[2]
+
+
+def test_gaze_config_checks_and_mismatched_data(tiny_experiment):
+    data, _ = tiny_experiment
+    with pytest.raises(ValueError, match="variants"):
+        GazeConfig(variants=("lpp", "bogus"))
+    with pytest.raises(ValueError, match="levels"):
+        GazeConfig(levels=(0.5, 1.5))
+    with pytest.raises(ValueError, match="levels"):
+        run_gaze_experiment(dataclasses.replace(TINY, levels=(0.2, 0.4)), data, device="cpu")
+    with pytest.raises(ValueError, match="missing"):
+        run_gaze_experiment(TINY, {"train": data["train"]}, device="cpu")
+    assert TINY.train_config("plain", 3).consistency == "plain" and TINY.train_config("single", 3).seed == 3
+    assert TINY.sigma_frac == pytest.approx(70 / 768)
+
+
+def test_protocol_on_the_nci_isbi_layout(tmp_path, monkeypatch):
+    """The protocol on a tiny copy of NCI-ISBI in its real layout (was a notebook run in
+    test_nb_real_sets.py): the paper's NCI-ISBI settings (sigma 50, levels 0.2 and 0.4) apply."""
+    import data_fixtures as fx
+
+    from wsslib.papers import zhong2024
+
+    root = tmp_path / "data"
+    fx.build_set("nci-isbi", root / "nci-isbi")
+    fx.nci_gaze(root / "nci-isbi" / "gaze")  # where ./data_download.sh gaze puts it
+    monkeypatch.setenv("WSSLIB_DATA", str(root))
+    monkeypatch.setenv("WSSLIB_CACHE", str(tmp_path / "cache"))
+    s = {**zhong2024.PRESETS["cpu"], **zhong2024.SMOKE, "dataset": "nci-isbi", "iterations": 2, "image_size": 16}
+    cfg = zhong2024.gaze_config(s, variants=("single", "lpp"))
+    assert cfg.sigma == 50.0 and cfg.levels == (0.2, 0.4)
+    splits = {sp: get_dataset("nci-isbi", split=sp) for sp in ("train", "valid", "test")}
+    data = gaze_supervision({sp: _with_lesion(ds) for sp, ds in splits.items()}, cfg)
+    exp = run_gaze_experiment(cfg, data, seed=0, device="cpu")
+    seg = {r["method"]: r for r in exp.segmentation_rows}
+    assert {"1 UNet, pseudo-mask > 0.5", "2 UNets + consistency + LPP"} <= set(seg)
+    assert seg["empty"]["n_images"] == len(data["test"]) and seg["empty"]["resolution"] == "native"
+    assert all(0.0 <= r["dice"] <= 1.0 for r in exp.pseudo_mask_rows)

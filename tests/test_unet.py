@@ -1,7 +1,9 @@
-"""Tests of wsslib.unet: UNet, local pixel propagation, multi-level loss, training, prediction."""
+"""Tests of wsslib.models.unet (UNet, local pixel propagation, MultiLevelUNet) and of GazeMedSeg's
+training in wsslib.methods.gaze.training (loss, trainer, prediction)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -11,7 +13,15 @@ import torch.nn.functional as F
 from wsslib.data import get_dataset, to_tensors
 from wsslib.core.errors import ShapeError
 from wsslib.evaluate.metrics import segmentation_scores
-from wsslib.models.unet import MultiLevelUNet, UNet, lpp, multilevel_loss, paper_config, predict, train_multilevel
+from wsslib.methods.gaze.training import (
+    MultiLevelTrainConfig,
+    MultiLevelTrainResult,
+    multilevel_loss,
+    predict,
+    train_multilevel,
+)
+from wsslib.models.training import TrainResult
+from wsslib.models.unet import MultiLevelUNet, UNet, lpp, paper_config
 
 SMALL = {"widths": (8, 16), "feat_ch": 8}
 
@@ -86,44 +96,67 @@ def test_multilevel_forward_and_loss_values():
 
 def test_training_loss_finite_and_decreasing(toy):
     images, masks, _, _ = toy
-    model, hist = train_multilevel(
-        images[:8], masks[:8], iterations=20, batch_size=4, lr=3e-3, seed=0, device="cpu", progress=False, **SMALL
-    )
-    losses = torch.tensor(hist["loss"])
+    cfg = MultiLevelTrainConfig(iterations=20, batch_size=4, lr=3e-3, seed=0, **SMALL)
+    res = train_multilevel(images[:8], masks[:8], cfg, device="cpu", progress=False)
+    assert isinstance(res, MultiLevelTrainResult) and isinstance(res, TrainResult)
+    losses = torch.tensor(res.steps["loss"])
     assert len(losses) == 20 and torch.isfinite(losses).all()
     assert losses[-5:].mean() < losses[:5].mean()
-    assert math.isnan(hist["best_valid_dice"]) and hist["best_iteration"] == 20
-    assert not model.training
+    assert math.isnan(res.best_valid_dice) and res.best_iteration == 20 and res.history == []
+    assert not res.model.training and res.seconds > 0 and res.device == "cpu"
 
 
 def test_model_selection_uses_validation(toy):
     images, masks, v_img, v_truth = toy
-    model, hist = train_multilevel(
-        images, masks, v_img, v_truth, iterations=12, batch_size=4, eval_every=3, seed=1, device="cpu",
-        progress=False, **SMALL,
-    )
-    assert hist["eval_iteration"] == [3, 6, 9, 12]
-    best = max(hist["valid_dice"])
-    assert hist["best_valid_dice"] == best
-    assert hist["best_iteration"] == hist["eval_iteration"][hist["valid_dice"].index(best)]
-    prob = predict(model, v_img)  # the returned weights are the selected ones
+    cfg = MultiLevelTrainConfig(iterations=12, batch_size=4, eval_every=3, seed=1, **SMALL)
+    res = train_multilevel(images, masks, cfg, valid_images=v_img, valid_truth=v_truth, device="cpu", progress=False)
+    assert [h["iteration"] for h in res.history] == [3, 6, 9, 12]
+    dices = [h["valid_dice"] for h in res.history]
+    assert res.best_valid_dice == max(dices) == dices[res.best_epoch]
+    assert res.best_iteration == res.history[res.best_epoch]["iteration"]
+    prob = predict(res.model, v_img)  # the returned weights are the selected ones
     assert prob.shape == v_truth.shape
-    assert segmentation_scores(prob > 0.5, v_truth)["dice"] == pytest.approx(best, abs=1e-6)
+    assert segmentation_scores(prob > 0.5, v_truth)["dice"] == pytest.approx(max(dices), abs=1e-6)
+    assert res.summary()["eval_iteration"] == [3, 6, 9, 12]
 
 
-def test_training_is_seeded_and_predict_sizes(toy):
+def test_training_is_seeded_leaves_global_rng_and_predict_sizes(toy):
     images, masks, _, _ = toy
-    kw = dict(iterations=3, batch_size=4, seed=5, device="cpu", progress=False, consistency="plain", lam_warmup=2,
-              **SMALL)
-    _, h1 = train_multilevel(images[:8], masks[:8], **kw)
-    model, h2 = train_multilevel(images[:8], masks[:8], **kw)
-    assert h1["loss"] == h2["loss"]
-    assert h1["lam"] == [1.5, 3.0, 3.0]  # linear consistency warm-up
-    out = predict(model, images[:2], sizes=[(20, 40), (33, 31)])
+    cfg = MultiLevelTrainConfig(iterations=3, batch_size=4, seed=5, consistency="plain", lam_warmup=2 / 3, **SMALL)
+    state = torch.random.get_rng_state()
+    r1 = train_multilevel(images[:8], masks[:8], cfg, device="cpu", progress=False)
+    assert torch.equal(torch.random.get_rng_state(), state)  # no hidden global state
+    r2 = train_multilevel(images[:8], masks[:8], cfg, device="cpu", progress=False)
+    assert r1.steps["loss"] == r2.steps["loss"]
+    assert r1.steps["lam"] == [1.5, 3.0, 3.0]  # linear consistency warm-up over 2 of 3 iterations
+    r3 = train_multilevel(images[:8], masks[:8], dataclasses.replace(cfg, seed=6), device="cpu", progress=False)
+    assert r3.steps["loss"] != r1.steps["loss"]
+    out = predict(r2.model, images[:2], sizes=[(20, 40), (33, 31)])
     assert [tuple(o.shape) for o in out] == [(20, 40), (33, 31)]
     assert all(float(o.min()) >= 0 and float(o.max()) <= 1 for o in out)
     with pytest.raises(ShapeError):
-        train_multilevel(images[:8], masks[:4], **kw)
+        train_multilevel(images[:8], masks[:4], cfg, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="consistency"):
+        MultiLevelTrainConfig(consistency="both")
+    with pytest.raises(ValueError, match="lam_warmup"):
+        MultiLevelTrainConfig(lam_warmup=5)
+
+
+def test_predict_moves_the_model_to_the_device(monkeypatch):
+    """predict(device=...) moves the model too (it used to move only the inputs: RuntimeError)."""
+    model = MultiLevelUNet(2, **SMALL)
+    moved = []
+    orig = model.to
+    monkeypatch.setattr(model, "to", lambda *a, **k: (moved.append(torch.device(a[0])), orig(*a, **k))[1])
+    out = predict(model, torch.rand(3, 3, 16, 16), device="cpu")
+    assert moved == [torch.device("cpu")] and out.shape == (3, 16, 16) and out.device.type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_predict_on_gpu_from_a_cpu_model():
+    model = MultiLevelUNet(2, **SMALL)
+    out = predict(model, torch.rand(2, 3, 16, 16), device="cuda")
+    assert out.device.type == "cpu" and next(model.parameters()).device.type == "cuda"
 
 
 def test_lpp_backward_matches_autograd():

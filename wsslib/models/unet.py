@@ -7,43 +7,28 @@
   of its ``5 x 5`` neighbours at dilation 2, weights from cosine similarities clamped at >= 0.
 - :class:`MultiLevelUNet`: one UNet per pseudo-mask level; the prediction is the mean of the
   levels' logits.
-- :func:`multilevel_loss`: BCE of each level against its pseudo-mask plus ``lam`` times the
-  cross-level consistency term (see its docstring for the exact normalisation).
-- :func:`train_multilevel`: a plain training loop with flips, selecting the checkpoint on a
-  VALIDATION split (the paper's code selected on the test set); :func:`predict`.
+
+The paper's training (loss, trainer, prediction) is part of the method:
+:mod:`wsslib.methods.gaze.training`.
 
 Tensors: images ``(B, 3, H, W) float32`` in [0, 1] (the networks normalise internally),
-pseudo-masks ``(B, m, H, W) bool``, truth ``(B, H, W) bool``.
+logits ``(B, m, H, W)``.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Sequence
 from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from wsslib.core.errors import ShapeError
-from wsslib.evaluate.metrics import segmentation_scores
-from wsslib.core.utils import check_shape, resolve_device
+from wsslib.core.utils import check_shape
 
-__all__ = [
-    "MultiLevelUNet",
-    "UNet",
-    "lpp",
-    "multilevel_loss",
-    "paper_config",
-    "predict",
-    "train_multilevel",
-]
-
-Consistency = Literal["lpp", "plain", "none"]
+__all__ = ["MultiLevelUNet", "UNet", "lpp", "paper_config"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -55,7 +40,7 @@ def paper_config() -> dict:
     Returns:
         ``{"widths": (64, 128, 256, 512, 1024), "feat_ch": 128}``: keyword arguments of
         :class:`UNet` / :class:`MultiLevelUNet`. About 31 M parameters per level here (the CPU default:
-        0.5 M); meant for a GPU at 224 px (with ``optimizer="sgd_paper"``, 15,000 iterations, batch 8).
+        0.5 M); meant for a GPU at 224 px (``MultiLevelTrainConfig(optimizer="sgd_paper", iterations=15000, batch_size=8)``).
     """
     return {"widths": (64, 128, 256, 512, 1024), "feat_ch": 128}
 
@@ -356,252 +341,3 @@ class MultiLevelUNet(nn.Module):
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The ensemble's logits ``(B, H, W)``: the mean of the levels' logits."""
         return self(x).mean(1)
-
-
-def multilevel_loss(
-    logits: torch.Tensor,
-    masks: torch.Tensor,
-    prop_logits: torch.Tensor | None = None,
-    lam: float = 3.0,
-    consistency: Consistency = "lpp",
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The GazeMedSeg training loss (as in the paper's ``utils/losses.py``).
-
-    With ``p_l = sigmoid(logits[:, l])``, ``q_l`` the same from ``prop_logits`` (``"lpp"``) or
-    ``p_l`` itself (``"plain"``), and the two-class vectors ``P = [1 - p, p]``::
-
-        bce  = sum_l  mean_{b,h,w} BCE(logits[:, l], masks[:, l])
-        cons = sum_l  -1/(m-1) sum_{k != l}  mean_{b,h,w} <Q_l, stopgrad(P_k)>
-        loss = bce + lam * cons
-
-    ``<Q, P> = (1 - q)(1 - p) + q p`` is the probability that the two levels agree, so each
-    level's term lies in [-1, 0]; ``cons`` is summed (not averaged) over levels. With one level,
-    or ``consistency="none"``, ``cons = 0``.
-
-    Args:
-        logits: ``(B, m, H, W)``.
-        masks: ``(B, m, H, W)`` bool pseudo-masks (or floats in [0, 1]).
-        prop_logits: ``(B, m, H, W)`` LPP-propagated logits; needed for ``"lpp"``.
-        lam: weight of the consistency term (the paper: 3).
-        consistency: ``"lpp"`` (the paper's), ``"plain"`` (no propagation) or ``"none"``.
-
-    Returns:
-        ``(loss, {"bce": float, "consistency": float})``.
-    """
-    check_shape("logits", logits, (None, None, None, None))
-    if masks.shape != logits.shape:
-        raise ShapeError(f"masks has shape {tuple(masks.shape)} but logits has {tuple(logits.shape)}; they must match")
-    m = logits.shape[1]
-    bce = F.binary_cross_entropy_with_logits(logits, masks.to(logits.dtype), reduction="none").mean((0, 2, 3)).sum()
-    cons = logits.new_zeros(())
-    if m > 1 and consistency != "none" and lam != 0:
-        if consistency == "lpp":
-            if prop_logits is None or prop_logits.shape != logits.shape:
-                raise ShapeError("consistency='lpp' needs prop_logits of the same shape as logits")
-            q = torch.sigmoid(prop_logits)
-        elif consistency == "plain":
-            q = torch.sigmoid(logits)
-        else:
-            raise ValueError(f"consistency must be 'lpp', 'plain' or 'none', got {consistency!r}")
-        p = torch.sigmoid(logits).detach()
-        for l in range(m):
-            others = [k for k in range(m) if k != l]
-            agree = (1 - q[:, l : l + 1]) * (1 - p[:, others]) + q[:, l : l + 1] * p[:, others]  # (B, m-1, H, W)
-            cons = cons - agree.mean()
-    loss = bce + lam * cons
-    return loss, {"bce": float(bce.detach()), "consistency": float(cons.detach())}
-
-
-def _flip(x: torch.Tensor, flip_h: torch.Tensor, flip_v: torch.Tensor) -> torch.Tensor:
-    """Flip the samples of ``x (B, C, H, W)`` selected by ``flip_h``/``flip_v (B,) bool``."""
-    x = torch.where(flip_h[:, None, None, None], x.flip(-1), x)
-    return torch.where(flip_v[:, None, None, None], x.flip(-2), x)
-
-
-@torch.no_grad()
-def predict(
-    model: MultiLevelUNet | UNet,
-    images: torch.Tensor,
-    batch_size: int = 16,
-    device: str | torch.device | None = None,
-    sizes: Sequence[tuple[int, int]] | None = None,
-) -> torch.Tensor | list[torch.Tensor]:
-    """Foreground probabilities ``sigmoid(mean of the levels' logits)``.
-
-    Args:
-        model: a :class:`MultiLevelUNet` (or a single :class:`UNet`).
-        images: ``(B, 3, H, W) float32`` in [0, 1].
-        batch_size: images per forward pass.
-        device: where to run (``None``: the model's device).
-        sizes: optional ``B`` native sizes ``(H_b, W_b)``: the logits are resized (bilinear) to
-            each before the sigmoid, as the paper evaluates at native resolution.
-
-    Returns:
-        ``(B, H, W) float32`` CPU probabilities, or a list of ``(H_b, W_b)`` with ``sizes``.
-    """
-    check_shape("images", images, (None, None, None, None))
-    if sizes is not None and len(sizes) != images.shape[0]:
-        raise ShapeError(f"got {images.shape[0]} images but {len(sizes)} sizes")
-    dev = next(model.parameters()).device if device is None else resolve_device(device)
-    was_training = model.training
-    model.eval()
-    out: list[torch.Tensor] = []
-    try:
-        for s in range(0, images.shape[0], batch_size):
-            x = images[s : s + batch_size].to(dev, torch.float32)
-            lg = model.predict_logits(x) if isinstance(model, MultiLevelUNet) else model(x)[0][:, 0]
-            if sizes is None:
-                out.append(torch.sigmoid(lg).float().cpu())
-            else:
-                for k in range(lg.shape[0]):
-                    hw = tuple(int(v) for v in sizes[s + k])
-                    up = F.interpolate(lg[k][None, None], size=hw, mode="bilinear", align_corners=False)[0, 0]
-                    out.append(torch.sigmoid(up).float().cpu())
-    finally:
-        model.train(was_training)
-    return out if sizes is not None else torch.cat(out)
-
-
-def _valid_dice(model: MultiLevelUNet, images: torch.Tensor, truth: torch.Tensor, batch_size: int) -> float:
-    prob = predict(model, images, batch_size=batch_size)
-    return float(segmentation_scores(prob > 0.5, truth.cpu())["dice"])
-
-
-def train_multilevel(
-    images: torch.Tensor,
-    masks: torch.Tensor,
-    valid_images: torch.Tensor | None = None,
-    valid_truth: torch.Tensor | None = None,
-    iterations: int = 1000,
-    batch_size: int = 8,
-    lr: float | None = None,
-    optimizer: Literal["adam", "sgd_paper"] = "adam",
-    lam: float = 3.0,
-    consistency: Consistency = "lpp",
-    lam_warmup: int = 0,
-    seed: int = 0,
-    device: str | torch.device | None = "auto",
-    progress: bool = True,
-    eval_every: int | None = None,
-    flips: bool = True,
-    model: MultiLevelUNet | None = None,
-    **model_kwargs,
-) -> tuple[MultiLevelUNet, dict]:
-    """Train a :class:`MultiLevelUNet` on hierarchical pseudo-masks; select on validation.
-
-    Every iteration draws ``batch_size`` images (a seeded permutation per epoch), flips each
-    horizontally and vertically with probability 1/2 (``flips``), and takes one step on
-    :func:`multilevel_loss`. Every ``eval_every`` iterations (and at the last) the Dice of
-    ``sigmoid(mean logits) > 0.5`` against ``valid_truth`` (per-image mean, at the training size)
-    is measured; the returned model holds the weights of the best evaluation. Never pass the test
-    split as validation.
-
-    Optimisers: ``"adam"`` (the CPU default: Adam, ``lr`` 1e-3, cosine decay to ``lr / 10``);
-    ``"sgd_paper"`` (the paper's: SGD ``lr`` 1e-2, momentum 0.99, Nesterov, weight decay 4e-4,
-    cosine decay to 1e-4 over ``iterations``).
-
-    Args:
-        images: ``(N, 3, S, S) float32`` in [0, 1] (training split).
-        masks: ``(N, m, S, S) bool`` pseudo-masks (:func:`wsslib.gaze.pseudo_masks`).
-        valid_images: ``(V, 3, S, S)``; ``None`` keeps the last weights (no selection).
-        valid_truth: ``(V, S, S) bool`` true masks of the validation images.
-        iterations, batch_size, lr: the schedule (``lr=None``: the optimiser's default).
-        lam: consistency weight (the paper: 3). ``consistency``: ``"lpp"`` (the paper's),
-            ``"plain"``, ``"none"`` (independent levels).
-        lam_warmup: ramp the consistency weight linearly from 0 to ``lam`` over this many
-            iterations (0, the paper's: constant). The term rewards agreeing with the other
-            levels' current predictions, so early on, while every level still predicts
-            background, it holds them there: with ``lam=3`` the validation Dice stays at 0 for
-            the first few dozen iterations, then catches up. Measured on Kvasir-SEG (64 px, notebook
-            01), a ramp over a third of the iterations did not help (test Dice 0.37 vs 0.42 with
-            constant ``lam`` after 200 iterations, 0.447 vs 0.445 after 500).
-        seed: seeds the initial weights, batch order and flips (the global RNG is left as it was).
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
-        progress: tqdm bar.
-        eval_every: iterations between validations (default ``max(1, iterations // 20)``).
-        model: continue from this model instead of building one from ``model_kwargs``.
-        **model_kwargs: :class:`MultiLevelUNet` arguments (``widths``, ``feat_ch``, ...;
-            :func:`paper_config` for the paper's size).
-
-    Returns:
-        ``(model, history)``; the model is in eval mode on ``device``. ``history`` holds per
-        iteration ``loss``, ``bce``, ``consistency`` (unweighted), ``lam`` and ``lr``; per evaluation ``eval_iteration``
-        and ``valid_dice``; and ``best_iteration``, ``best_valid_dice``, ``seconds``.
-
-    Raises:
-        ShapeError: inconsistent shapes.
-    """
-    check_shape("images", images, (None, 3, None, None))
-    n, _, h, w = images.shape
-    check_shape("masks", masks, (n, None, h, w))
-    if (valid_images is None) != (valid_truth is None):
-        raise ValueError("pass both valid_images and valid_truth, or neither")
-    if valid_images is not None:
-        check_shape("valid_images", valid_images, (None, 3, None, None))
-        check_shape("valid_truth", valid_truth, (valid_images.shape[0], *valid_images.shape[2:]))
-    if iterations < 1 or batch_size < 1:
-        raise ValueError(f"iterations and batch_size must be >= 1, got {iterations}, {batch_size}")
-    m = masks.shape[1]
-    dev = resolve_device(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if model is None:
-            model = MultiLevelUNet(levels=m, **model_kwargs)
-    if model.levels != m:
-        raise ShapeError(f"model has {model.levels} levels but masks has {m}")
-    model.to(dev).train()
-    if optimizer == "adam":
-        lr = 1e-3 if lr is None else lr
-        opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-        eta_min = lr / 10
-    elif optimizer == "sgd_paper":
-        lr = 1e-2 if lr is None else lr
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.99, nesterov=True, weight_decay=4e-4)
-        eta_min = 1e-4
-    else:
-        raise ValueError(f"optimizer must be 'adam' or 'sgd_paper', got {optimizer!r}")
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=iterations, eta_min=eta_min)
-    eval_every = max(1, iterations // 20) if eval_every is None else max(1, int(eval_every))
-    gen = torch.Generator().manual_seed(seed)
-    hist: dict = {"loss": [], "bce": [], "consistency": [], "lam": [], "lr": [], "eval_iteration": [], "valid_dice": []}
-    best_state, best_dice, best_it = None, -math.inf, 0
-    order = torch.empty(0, dtype=torch.long)
-    t0 = time.perf_counter()
-    bar = tqdm(range(1, iterations + 1), desc=f"multi-level UNet (m={m})", disable=not progress)
-    for it in bar:
-        if order.numel() < batch_size:
-            order = torch.cat([order, torch.randperm(n, generator=gen)])
-        idx, order = order[:batch_size], order[batch_size:]
-        x = images[idx].to(dev, torch.float32)
-        y = masks[idx].to(dev)
-        if flips:
-            fh, fv = (torch.rand(2, idx.numel(), generator=gen) < 0.5).to(dev)
-            x, y = _flip(x, fh, fv), _flip(y, fh, fv)
-        logits, prop = model.forward_train(x, propagate=consistency == "lpp" and m > 1 and lam != 0)
-        lam_it = lam * min(1.0, it / lam_warmup) if lam_warmup > 0 else lam
-        loss, parts = multilevel_loss(logits, y, prop, lam=lam_it, consistency=consistency)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        hist["lr"].append(opt.param_groups[0]["lr"])
-        sched.step()
-        hist["loss"].append(float(loss.detach()))
-        hist["bce"].append(parts["bce"])
-        hist["consistency"].append(parts["consistency"])
-        hist["lam"].append(lam_it)
-        if valid_images is not None and (it % eval_every == 0 or it == iterations):
-            dice = _valid_dice(model, valid_images, valid_truth, batch_size=max(batch_size, 16))
-            hist["eval_iteration"].append(it)
-            hist["valid_dice"].append(dice)
-            if dice > best_dice:
-                best_dice, best_it = dice, it
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}", valid_dice=f"{dice:.3f}", best=f"{best_dice:.3f}")
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    else:
-        best_it = iterations
-    hist["best_iteration"] = best_it
-    hist["best_valid_dice"] = best_dice if best_state is not None else math.nan
-    hist["seconds"] = time.perf_counter() - t0
-    return model.eval(), hist

@@ -4,11 +4,11 @@ On the 1000 Kvasir-SEG images with their real fixations (``get_dataset("kvasir-s
 split="all")``; ``n`` synthetic 256 px images with simulated gaze when the folder is absent),
 in one process:
 
-- reference: :func:`wsslib.gaze.reference_heatmap` (fixations drawn on a 768 x 768 canvas,
+- reference: :func:`wsslib.methods.gaze.reference_heatmap` (fixations drawn on a 768 x 768 canvas,
   ``scipy.ndimage.gaussian_filter`` with sigma 70, min-max, bilinear resize). It takes about
   0.3-0.7 s an image, so it is timed on a seeded random subset of ``reference_subset`` images and
   scaled to all of them (``reference_images_timed`` says how many were timed);
-- separable: :func:`wsslib.gaze.gaze_heatmaps` on all images (batched ``(H, N) @ (N, W)``
+- separable: :func:`wsslib.methods.gaze.gaze_heatmaps` on all images (batched ``(H, N) @ (N, W)``
   products, images of one size together).
 
 Both ways run on ONE CPU thread by default (``threads=1``; scipy's filter is single-threaded, and
