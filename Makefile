@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup reproduce smoke test clean
+.PHONY: setup reproduce notebooks smoke test clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 
 reproduce: $(STAMP)
 	$(BIN)/wsslib reproduce --out runs $(ARGS)
+
+notebooks: $(STAMP)  ## re-execute the committed notebooks in place (full mode), ready to commit
+	$(BIN)/wsslib reproduce --out runs --in-place $(ARGS)
 
 smoke: $(STAMP)
 	$(BIN)/wsslib reproduce --smoke --out runs $(ARGS)

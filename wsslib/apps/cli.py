@@ -27,8 +27,8 @@ def _parse_value(text: str):
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from wsslib.apps.reproduce import (find_notebooks, new_run_dir, print_summary, run_notebooks, write_back,
-                                       write_report)
+    from wsslib.apps.reproduce import (check_expected, find_notebooks, new_run_dir, print_expected, print_summary,
+                                       run_notebooks, write_back, write_report)
 
     only = [o.strip() for o in args.only.split(",")] if args.only else None
     try:
@@ -52,6 +52,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     md, page = write_report(out, runs, smoke=args.smoke, parameters=params, also_to=args.out,
                             command="wsslib reproduce " + " ".join(args.argv))
     print_summary(runs)
+    if not args.smoke and not params and args.notebooks is None:  # the committed notebooks as recorded
+        print_expected(check_expected(runs, out))
     print(f"Results: {out}\nReport:  {md} and {page.name} (also {Path(args.out) / 'report.md'})")
     if args.in_place:
         written = write_back(runs, out, smoke=args.smoke, parameters=params)

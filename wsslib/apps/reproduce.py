@@ -386,6 +386,48 @@ def _run_all(notebooks, out_dir, smoke, parameters, progress, timeout) -> list[N
     return runs
 
 
+#: The recorded numbers of one full run of the committed notebooks (the recommenders pattern).
+EXPECTED_DIR = PROJECT_ROOT / "tests" / "expected"
+
+
+def check_expected(runs: Sequence[NotebookRun], results_dir: str | os.PathLike,
+                   expected_dir: str | os.PathLike = EXPECTED_DIR) -> dict[str, list[str]]:
+    """Compare each run's results JSON with ``expected_dir/<notebook>.json`` (tolerances of
+    :mod:`wsslib.reporting.expected`).
+
+    Only meaningful for full-mode runs of the project's notebooks with their default parameters:
+    the caller decides when to call it. Notebooks without an expected file, or that failed, are
+    left out.
+
+    Returns:
+        ``{notebook stem: [deviation, ...]}`` (an empty list: the run reproduces the record).
+    """
+    from wsslib.reporting.expected import compare_results
+
+    out: dict[str, list[str]] = {}
+    for r in runs:
+        stem = r.notebook.removesuffix(".ipynb")
+        exp, got = Path(expected_dir) / f"{stem}.json", Path(results_dir) / f"{stem}.json"
+        if r.error or not exp.is_file() or not got.is_file():
+            continue
+        out[stem] = [str(d) for d in compare_results(json.loads(got.read_text()), json.loads(exp.read_text()))]
+    return out
+
+
+def print_expected(checked: dict[str, list[str]], file=None) -> None:
+    """One line per notebook: the recorded numbers reproduced, or which moved beyond tolerance."""
+    file = file or sys.stdout
+    if not checked:
+        return
+    print("\nAgainst the recorded numbers (tests/expected):", file=file)
+    for stem, devs in checked.items():
+        print(f"  {stem:35s} " + ("reproduced" if not devs else f"{len(devs)} number(s) moved"), file=file)
+        for d in devs[:10]:
+            print(f"      {d}", file=file)
+        if len(devs) > 10:
+            print(f"      ... and {len(devs) - 10} more", file=file)
+
+
 def print_summary(runs: Sequence[NotebookRun], file=None) -> None:
     """Print one line per notebook (time, peak memory, status), then every failure in full."""
     file = file or sys.stdout
