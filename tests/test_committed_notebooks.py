@@ -4,8 +4,8 @@ For every ``notebooks/NN_*.ipynb`` as committed (written by ``wsslib reproduce -
 every code cell executed; every cell that draws a figure carries it as a PNG, each under
 :data:`MAX_PNG_BYTES`; no ``stderr`` outputs (progress bars, warnings); no absolute paths in the
 outputs; exactly one cell tagged ``parameters`` and no papermill-injected cell; no code cell over
-:data:`MAX_CELL_LINES` non-blank lines (the parameters cell excepted when it only assigns literals,
-one knob a line) and no ``def`` / ``class`` in cells (the notebook rules of docs/ARCHITECTURE.md). Nothing is executed here: the files are read as they are.
+:data:`MAX_CELL_LINES` non-blank lines (the parameters cell too: it lists the common knobs, the
+others are passed the same way) and no ``def`` / ``class`` in cells (the notebook rules of docs/ARCHITECTURE.md). Nothing is executed here: the files are read as they are.
 
 ``check_notebook(path)`` returns the list of problems, so the same checks run on a notebook
 executed elsewhere (e.g. ``python -c "from test_committed_notebooks import check_notebook; ..."``).
