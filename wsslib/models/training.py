@@ -41,8 +41,8 @@ from wsslib.data.augment import FlipAugment
 from wsslib.data.base import TensorBatch
 from wsslib.models.classifiers import create_model
 
-__all__ = ["AAXLoss", "ClassifierSpec", "ClassifierTrainConfig", "TrainResult", "fit_classifier", "predict_logits",
-           "train_classifier"]
+__all__ = ["AAXLoss", "ClassifierSpec", "ClassifierTrainConfig", "FinetuneResult", "TrainResult", "fit_classifier",
+           "predict_logits", "train_classifier"]
 
 
 class _StochasticHeads(nn.Module):
@@ -142,6 +142,19 @@ class ClassifierTrainConfig:
         augment: random horizontal and vertical flips of training batches.
         one_cycle: fastai's one-cycle schedule instead of a constant rate.
         seed: seeds shuffling, flips and dropout (inside :func:`~wsslib.core.utils.rng_scope`).
+        freeze: None (train everything, the default) or the end of a frozen backbone prefix:
+            for EfficientNet-Lite an int ``n`` = stem + first ``n`` blocks (Lite0 has 16),
+            ``"stem"``, ``"blocks.S"`` or ``"blocks.S.J"``; for ResNets / EfficientNet-B0 an int
+            or a module name such as ``"layer2"`` (:func:`wsslib.models.finetune.split_classifier`).
+            The prefix is put in eval mode with ``requires_grad=False`` (batch-norm statistics
+            frozen too) and does not change; the rest trains as usual.
+        cache_features: with ``freeze``: compute the prefix's output once per training image
+            and flip variant (4 with ``augment``) and once per validation image, and train the
+            rest on those tensors (same flips, order and dropout draws as the uncached path;
+            equal up to float rounding with ``cache_dtype="float32"``). Memory: ``N_train x 4 x
+            C x h x w + N_valid x C x h x w`` values (see :mod:`wsslib.models.finetune`).
+        cache_dtype: ``"float16"`` (default, half the memory) or ``"float32"`` (exact).
+        cache_max_gb: refuse (MemoryError, before computing) a cache larger than this.
     """
 
     lr: float = 1e-4
@@ -154,6 +167,10 @@ class ClassifierTrainConfig:
     augment: bool = True
     one_cycle: bool = False
     seed: int = 0
+    freeze: str | int | None = None
+    cache_features: bool = True
+    cache_dtype: str = "float16"
+    cache_max_gb: float = 8.0
 
 
 def train_classifier(
@@ -180,7 +197,10 @@ def train_classifier(
 
     Returns:
         A :class:`TrainResult` with the best model (eval mode) and the per-epoch history
-        (``epoch``, ``train_loss``, ``valid_loss``, ``accuracy``).
+        (``epoch``, ``train_loss``, ``valid_loss``, ``accuracy``). With ``config.freeze`` a
+        :class:`FinetuneResult`: the full model (prefix + trained suffix, its parameters'
+        ``requires_grad`` restored) plus the split and cache details; ``seconds`` includes
+        computing the cache. Not supported under torchrun yet (NotImplementedError).
 
     Example:
         >>> from wsslib.data import get_dataset, to_tensors
@@ -195,7 +215,10 @@ def train_classifier(
     cfg = config or ClassifierTrainConfig()
     t0 = time.perf_counter()
     with rng_scope(cfg.seed):
-        res = _train_classifier(model, train.images, train.labels, valid.images, valid.labels, cfg, device, progress)
+        if cfg.freeze is not None:
+            res = _train_frozen(model, train, valid, cfg, device, progress)
+        else:
+            res = _train_classifier(model, train.images, train.labels, valid.images, valid.labels, cfg, device, progress)
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -279,6 +302,125 @@ def _train_classifier(
     best = min(range(len(history)), key=lambda i: history[i]["valid_loss"]) if history else 0
     model.eval().to(dev)
     return TrainResult(model=model, history=history, best_epoch=best, device=str(dev))
+
+
+@dataclass
+class FinetuneResult(TrainResult):
+    """:class:`TrainResult` of a training with a frozen prefix (``ClassifierTrainConfig.freeze``).
+
+    Attributes (besides TrainResult's):
+        frozen: the boundary, e.g. ``"stem + first 9 of 16 blocks"``.
+        cached: whether the prefix features were cached.
+        cache_seconds: time spent computing the cache (included in ``seconds``).
+        cache_bytes: memory of the cache (training + validation features).
+    """
+
+    frozen: str = ""
+    cached: bool = False
+    cache_seconds: float = 0.0
+    cache_bytes: int = 0
+
+
+_CACHE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
+def _train_frozen(
+    model: nn.Module,
+    train: TensorBatch,
+    valid: TensorBatch,
+    cfg: ClassifierTrainConfig,
+    device: str | torch.device,
+    progress: bool,
+) -> FinetuneResult:
+    """:func:`train_classifier` with ``cfg.freeze``: frozen prefix, cached or not (see
+    :mod:`wsslib.models.finetune`). Same loaders, flips, callbacks and history as the full path."""
+    from wsslib.models.finetune import FrozenPrefix, SuffixHead, cache_prefix_features, split_classifier
+
+    if _dist.env_world_size() > 1 or _dist.is_distributed():
+        raise NotImplementedError("train_classifier with freeze=... does not support torchrun yet; "
+                                  "run it in one process (or use freeze=None)")
+    if cfg.cache_dtype not in _CACHE_DTYPES:
+        raise ValueError(f"cache_dtype must be one of {sorted(_CACHE_DTYPES)}, got {cfg.cache_dtype!r}")
+    batch_size, seed = cfg.batch_size, cfg.seed
+    _import_fastai()
+    from fastai.callback.tracker import EarlyStoppingCallback
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader
+    from fastai.learner import Learner
+    from fastai.optimizer import Adam
+
+    parts = _fastai_parts()
+    dev = resolve_device(device)
+    split = split_classifier(model, cfg.freeze)
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.to(dev)
+    for p in split.prefix.parameters():
+        p.requires_grad_(False)
+    split.prefix.eval()
+    cache_s, cache_bytes = 0.0, 0
+    try:
+        if cfg.cache_features:
+            dtype, limit = _CACHE_DTYPES[cfg.cache_dtype], cfg.cache_max_gb * 2**30
+            t0 = time.perf_counter()
+            tr_feats = cache_prefix_features(split.prefix, train.images, flips=cfg.augment, device=dev, dtype=dtype,
+                                             max_bytes=limit)
+            va_feats = cache_prefix_features(split.prefix, valid.images, flips=False, device=dev, dtype=dtype,
+                                             max_bytes=limit - tr_feats.nbytes)
+            cache_s, cache_bytes = time.perf_counter() - t0, tr_feats.nbytes + va_feats.nbytes
+            train_ds = list(zip(torch.arange(len(tr_feats)), train.labels))
+            valid_ds = list(zip(va_feats, valid.labels))
+            net: nn.Module = SuffixHead(model, split)
+        else:
+            train_ds = list(zip(train.images, train.labels))
+            valid_ds = list(zip(valid.images, valid.labels))
+            net = FrozenPrefix(model, split)
+        train_dl = DataLoader(train_ds, bs=batch_size, shuffle=True, drop_last=len(train_ds) > batch_size)
+        valid_dl = DataLoader(valid_ds, bs=max(batch_size, 64), shuffle=False)
+        dls = DataLoaders(train_dl, valid_dl, device=dev)
+        flip = FlipAugment(seed) if cfg.augment else None
+        if cfg.cache_features:
+            def pick(b):  # indices -> cached features of the drawn flip variant (h + 2 v), as float32
+                idx = b[0].cpu()
+                if flip is None:
+                    f = tr_feats[idx]
+                else:
+                    h, v = flip.draw(len(idx))
+                    f = tr_feats[idx, h.long() + 2 * v.long()]
+                return (f.to(dev, torch.float32).contiguous(memory_format=torch.channels_last), *b[1:])
+
+            train_dl.after_batch = pick  # channels_last: faster CPU convolutions in the suffix (measured)
+            valid_dl.after_batch = lambda b: (b[0].float().contiguous(memory_format=torch.channels_last), *b[1:])
+        elif flip is not None:
+            train_dl.after_batch = lambda b: (flip(b[0]), *b[1:])
+        if cfg.variance_lambda > 0:
+            net = _StochasticHeads(net, cfg.variance_k)
+        with tempfile.TemporaryDirectory(prefix="wsslib-train-") as tmp:
+            cbs = [parts.KeepBestWeights()]
+            if cfg.patience is not None:
+                cbs.append(EarlyStoppingCallback(monitor="valid_loss", patience=cfg.patience))
+            learn = Learner(
+                dls, net, loss_func=AAXLoss(cfg.variance_lambda), opt_func=Adam, lr=cfg.lr, wd=cfg.weight_decay,
+                metrics=[_accuracy], cbs=cbs, path=Path(tmp), model_dir=".",
+            )
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=FutureWarning)
+                if not progress:
+                    with learn.no_bar(), learn.no_logging(), contextlib.redirect_stdout(io.StringIO()):
+                        _fit(learn, cfg.epochs, cfg.lr, cfg.one_cycle)
+                else:
+                    _fit(learn, cfg.epochs, cfg.lr, cfg.one_cycle)
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+    names = learn.recorder.metric_names[1:-1]  # drop "epoch" and "time"
+    history = [
+        {"epoch": i, **{n: float(v) for n, v in zip(names, vals)}}
+        for i, vals in enumerate(learn.recorder.values)
+    ]
+    best = min(range(len(history)), key=lambda i: history[i]["valid_loss"]) if history else 0
+    model.eval().to(dev)
+    return FinetuneResult(model=model, history=history, best_epoch=best, device=str(dev), frozen=split.description,
+                          cached=cfg.cache_features, cache_seconds=cache_s, cache_bytes=cache_bytes)
 
 
 @functools.cache
