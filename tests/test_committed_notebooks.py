@@ -146,7 +146,7 @@ def test_the_checks_catch_each_problem(tmp_path):
     big_png = base64.b64encode(b"\x89PNG" + bytes(MAX_PNG_BYTES)).decode()
     small_png = base64.b64encode(b"\x89PNG" + bytes(10)).decode()
     fig = lambda data: nbformat.v4.new_output("display_data", data={"image/png": data, "text/plain": "<Figure>"})  # noqa: E731
-    knobs = "\n".join(f"knob{i} = None  # knob {i}" for i in range(MAX_CELL_LINES + 5))
+    knobs = "\n".join(f"knob{i} = None  # knob {i}" for i in range(MAX_CELL_LINES - 2))
     clean = [code("preset = 'cpu'\nsmoke = None\n" + knobs, tags=["parameters"]),
              nbformat.v4.new_markdown_cell("# x"),
              code("import matplotlib.pyplot as plt\nfig, ax = plt.subplots()", 2, [fig(small_png)]),
