@@ -29,7 +29,7 @@ MAX_CELL_LINES = 25
 
 #: A cell draws a figure when, leaving its import lines out, it calls pyplot, seaborn, a
 #: ``wsslib.reporting.plots`` function, or makes a figure.
-_DRAWS = re.compile(r"\bplt\.\w+\(|\bsns\.\w+\(|\bplots\.\w+\(|\.subplots\(|\.imshow\(|\.plot\(|\bfigure\(")
+_DRAWS = re.compile(r"\bplt\.\w+\(|\bsns\.(?!color_palette\b|set_theme\b|set\b)\w+\(|\bplots\.\w+\(|\.subplots\(|\.imshow\(|\.plot\(|\bfigure\(")
 _IMPORT = re.compile(r"^\s*(import|from)\s")
 #: Absolute paths that point into someone's machine (POSIX home, temporary and work folders,
 #: macOS and Windows user folders).
@@ -78,6 +78,53 @@ def _pngs(output: dict) -> list[bytes]:
     return [base64.b64decode(png if isinstance(png, str) else "".join(png))]
 
 
+def _top_level_stores(source: str) -> set[str]:
+    """Names a cell binds at its top level (``x = ...``; loop and comprehension variables left out)."""
+    try:
+        tree = ast.parse(_python(source))
+    except SyntaxError:
+        return set()
+    out = set()
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, (ast.AnnAssign, ast.AugAssign)) else []
+        out |= {n.id for tg in targets for n in ast.walk(tg) if isinstance(n, ast.Name)}
+    return out
+
+
+def _read_before_bound(source: str, names: set[str]) -> set[str]:
+    """Of ``names``, those a cell reads before (or without) binding them itself."""
+    try:
+        tree = ast.parse(_python(source))
+    except SyntaxError:
+        return set()
+    first: dict[str, tuple[int, bool]] = {}  # name -> (line, is_load) of its first appearance
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Name) and n.id in names:
+            key = (n.lineno, isinstance(n.ctx, ast.Store) is False)
+            if n.id not in first or key[0] < first[n.id][0]:
+                first[n.id] = key
+    return {k for k, (_, load) in first.items() if load}
+
+
+def _plot_cell_leaks(cells: list) -> list[str]:
+    """Variables a figure-drawing cell binds that a later cell reads (a figure cell must be
+    removable without breaking the notebook)."""
+    problems = []
+    sources = [c.source for c in cells]
+    for i, src in enumerate(sources):
+        if not _draws(src):
+            continue
+        bound = _top_level_stores(src) - {"fig", "ax", "axes", "g"}
+        for later in sources[i + 1:]:
+            leaked = _read_before_bound(later, bound)
+            if leaked:
+                problems.append(f"`{_code_lines(src)[0].strip()[:50]}` defines {', '.join(sorted(leaked))}, "
+                                "which a later cell uses (define it outside the plotting cell)")
+            bound -= _top_level_stores(later)
+    return problems
+
+
 def check_notebook(path: str | Path) -> list[str]:
     """Every way ``path`` breaks the rules of a committed notebook (empty: none)."""
     nb = nbformat.read(Path(path), as_version=4)
@@ -114,6 +161,7 @@ def check_notebook(path: str | Path) -> list[str]:
             if hit:
                 problems.append(f"{where}: absolute path in an output ({hit.group(0)!r}...)")
                 break
+    problems += _plot_cell_leaks([c for c in nb.cells if c.cell_type == "code" and c.source.strip()])
     return problems
 
 
@@ -169,3 +217,13 @@ def test_the_checks_catch_each_problem(tmp_path):
                  f"{MAX_CELL_LINES + 1} non-blank lines", "defines f", "KB (at most 300 KB)", "stderr",
                  "absolute path"):
         assert what in found, (what, found)
+
+
+def test_a_variable_from_a_plotting_cell_used_later_is_caught():
+    cells = [nbformat.v4.new_code_cell(s) for s in (
+        "idx = [0, 1]\nfig = plots.mask_grid(x[idx])",   # defines idx while drawing ...
+        "print(idx)",                                      # ... and a later cell needs it
+        "palette = dict(a=sns.color_palette('tab10')[0])",  # not a drawing cell
+        "sns.barplot(x=[1], y=[palette['a']])",
+        "idx = 3\nprint(idx)")]                           # bound again before use: fine
+    assert [p.split(" defines ")[1].split(",")[0] for p in _plot_cell_leaks(cells)] == ["idx"]
