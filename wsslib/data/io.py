@@ -13,7 +13,7 @@ from wsslib.core.errors import DataError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 
-def _decode(path: Path) -> np.ndarray:
+def decode_image(path: Path) -> np.ndarray:
     """Decode ``path`` into ``(H, W) uint8`` (grey) or ``(H, W, 3) uint8`` (RGB).
 
     Palette, alpha, CMYK, 1-bit and 16/32-bit grey images are converted: 16-bit grey is scaled
@@ -46,7 +46,7 @@ def read_image(path: str | Path) -> np.ndarray:
     Raises:
         DataError: the file is missing, corrupt or not an image ("cannot decode image <path>: ...").
     """
-    arr = _decode(Path(path))
+    arr = decode_image(Path(path))
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
     return np.ascontiguousarray(arr)
@@ -61,7 +61,7 @@ def read_mask(path: str | Path) -> np.ndarray:
     Raises:
         DataError: the file is missing, corrupt or not an image.
     """
-    arr = _decode(Path(path))
+    arr = decode_image(Path(path))
     if arr.ndim == 3:
         arr = arr.max(axis=2)
     return arr > 127

@@ -12,7 +12,7 @@ from PIL import Image
 
 from wsslib.core.errors import DataError, DatasetNotFoundError
 from wsslib.data.base import Sample, WSSDataset
-from wsslib.data.io import _decode, read_image
+from wsslib.data.io import decode_image, read_image
 
 SPLITS = ("train", "valid", "test", "all")
 
@@ -27,7 +27,7 @@ def read_binary_mask(path: str | Path) -> np.ndarray:
     Raises:
         DataError: the file is missing or not an image.
     """
-    arr = _decode(Path(path))
+    arr = decode_image(Path(path))
     if arr.ndim == 3:
         arr = arr.max(axis=2)
     return arr > 0 if arr.max(initial=0) <= 1 else arr > 127

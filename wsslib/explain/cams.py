@@ -69,7 +69,11 @@ __all__ = [
     "CamMethod",
     "TargetsLike",
     "compute_cams",
+    "fast_cams",
+    "keep_param_grads",
     "minmax_per_image",
+    "model_num_classes",
+    "resolve_targets",
 ]
 
 CamMethod = Literal["gradcam", "xgradcam", "gradcam++", "hirescam", "fullgrad", "eigencam", "layercam"]
@@ -134,12 +138,12 @@ FAST_METHODS: dict[str, _CamFn] = {
 """Methods with the batched on-device path: name -> ``(A, G) -> cam (B, h, w)`` before ReLU."""
 
 
-def _model_num_classes(model: nn.Module) -> int | None:
+def model_num_classes(model: nn.Module) -> int | None:
     fc = getattr(model, "fc", None)
     return int(fc.out_features) if isinstance(fc, nn.Linear) else None
 
 
-def _resolve_targets(targets: TargetsLike, n: int, num_classes: int | None) -> torch.Tensor | None:
+def resolve_targets(targets: TargetsLike, n: int, num_classes: int | None) -> torch.Tensor | None:
     """Turn ``targets`` into a ``(n,)`` int64 CPU tensor (``None`` stays ``None``); validate it."""
     if targets is None:
         return None
@@ -164,7 +168,7 @@ def _resolve_targets(targets: TargetsLike, n: int, num_classes: int | None) -> t
 
 
 @contextmanager
-def _keep_param_grads(model: nn.Module) -> Iterator[None]:
+def keep_param_grads(model: nn.Module) -> Iterator[None]:
     """Restore every parameter's ``.grad`` after pytorch-grad-cam's ``zero_grad()`` + ``backward()``."""
     params = list(model.parameters())
     saved = [p.grad for p in params]
@@ -175,7 +179,7 @@ def _keep_param_grads(model: nn.Module) -> Iterator[None]:
             p.grad = g
 
 
-def _fast_cams(
+def fast_cams(
     model: nn.Module,
     x: torch.Tensor,
     targets: torch.Tensor | None,
@@ -324,8 +328,8 @@ def compute_cams(
         raise TypeError("model has no nn.Module attribute 'target_layer'; expected a wsslib.models.Classifier")
 
     n, _, height, width = images.shape
-    num_classes = _model_num_classes(model)
-    tgt = _resolve_targets(targets, n, num_classes)
+    num_classes = model_num_classes(model)
+    tgt = resolve_targets(targets, n, num_classes)
     if n == 0:
         return images.new_zeros((0, height, width), dtype=torch.float32)
     device = next(model.parameters()).device
@@ -337,12 +341,12 @@ def compute_cams(
         starts = tqdm(starts, total=(n + batch_size - 1) // batch_size, desc=f"CAM {method}")
 
     out = torch.empty((n, height, width), dtype=torch.float32, device=images.device)
-    with eval_mode(model), _keep_param_grads(model):
+    with eval_mode(model), keep_param_grads(model):
         for s in starts:
             chunk = images[s : s + batch_size].to(device=device, dtype=torch.float32)
             chunk_t = None if tgt is None else tgt[s : s + batch_size]
             if use_fast:
-                maps = _fast_cams(model, chunk, chunk_t, FAST_METHODS[method], num_classes)
+                maps = fast_cams(model, chunk, chunk_t, FAST_METHODS[method], num_classes)
             else:
                 maps = _grad_cam_lib(model, chunk, chunk_t, method)
             out[s : s + batch_size] = maps.to(images.device)

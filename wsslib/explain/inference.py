@@ -20,8 +20,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from wsslib.explain.cams import FAST_METHODS, _fast_cams, _keep_param_grads, _model_num_classes, _resolve_targets
-from wsslib.explain.uncertainty import _check_model, heads_from_embedding, sample_dropout_masks
+from wsslib.explain.cams import FAST_METHODS, fast_cams, keep_param_grads, model_num_classes, resolve_targets
+from wsslib.explain.uncertainty import check_dropout_head, heads_from_embedding, sample_dropout_masks
 from wsslib.core.utils import check_shape, eval_mode
 
 __all__ = ["Explained", "predict_explain"]
@@ -74,22 +74,22 @@ def predict_explain(
     if method not in FAST_METHODS:
         raise ValueError(f"method={method!r} has no fast path; choose one of {sorted(FAST_METHODS)}")
     check_shape("images", images, (None, 3, None, None))
-    dropout, fc = _check_model(model)
+    dropout, fc = check_dropout_head(model)
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     n, _, h, w = images.shape
     if masks is not None:
         check_shape("masks", masks, (int(k), n, fc.in_features))
-    num_classes = _model_num_classes(model)
-    tgt = _resolve_targets(targets, n, num_classes)
+    num_classes = model_num_classes(model)
+    tgt = resolve_targets(targets, n, num_classes)
     device = next(model.parameters()).device
     probs = torch.empty((int(k), n), dtype=torch.float32, device=images.device)
     cams = torch.empty((n, h, w), dtype=torch.float32, device=images.device)
-    with eval_mode(model), _keep_param_grads(model):
+    with eval_mode(model), keep_param_grads(model):
         for s in range(0, n, batch_size):
             x = images[s : s + batch_size].to(device=device, dtype=torch.float32)
             t = None if tgt is None else tgt[s : s + batch_size]
-            maps, z = _fast_cams(model, x, t, FAST_METHODS[method], num_classes, with_embedding=True)
+            maps, z = fast_cams(model, x, t, FAST_METHODS[method], num_classes, with_embedding=True)
             m = masks[:, s : s + batch_size] if masks is not None else sample_dropout_masks(
                 int(k), x.shape[0], fc.in_features, dropout.p, generator=generator)
             with torch.no_grad():

@@ -25,7 +25,7 @@ from torch import nn
 from wsslib.core.errors import ShapeError
 from wsslib.core.utils import check_shape
 
-__all__ = ["MCResult", "heads_from_embedding", "mc_predict", "sample_dropout_masks"]
+__all__ = ["MCResult", "check_dropout_head", "heads_from_embedding", "mc_predict", "sample_dropout_masks"]
 
 
 class MCResult(NamedTuple):
@@ -76,7 +76,13 @@ def sample_dropout_masks(
     return masks.to(device) if device is not None else masks
 
 
-def _check_model(model: nn.Module) -> tuple[nn.Dropout, nn.Linear]:
+def check_dropout_head(model: nn.Module) -> tuple[nn.Dropout, nn.Linear]:
+    """The ``(dropout, fc)`` head of a :class:`wsslib.models.Classifier` that MC dropout samples.
+
+    Raises:
+        TypeError: not a wsslib Classifier (no ``embed``/``head``/``dropout``/``fc``).
+        ValueError: fewer than 2 classes (P(class 1) is what MC dropout reports).
+    """
     for attr in ("embed", "head", "dropout", "fc"):
         if not hasattr(model, attr):
             raise TypeError(f"mc_predict needs a wsslib Classifier (with embed/head/dropout/fc); {type(model).__name__} has no '{attr}'")
@@ -128,7 +134,7 @@ def mc_predict(
         ShapeError: ``images`` not ``(B, 3, H, W)`` or ``masks`` not ``(K, B, C)``.
     """
     check_shape("images", images, (None, 3, None, None))
-    dropout, fc = _check_model(model)
+    dropout, fc = check_dropout_head(model)
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     k = int(k)

@@ -236,7 +236,7 @@ def _train_classifier(
     lr, batch_size, epochs, patience, seed = cfg.lr, cfg.batch_size, cfg.epochs, cfg.patience, cfg.seed
     variance_lambda, variance_k, weight_decay = cfg.variance_lambda, cfg.variance_k, cfg.weight_decay
     augment, one_cycle = cfg.augment, cfg.one_cycle
-    _import_fastai()
+    import_fastai()
     import fastai.callback.schedule  # noqa: F401 - patches Learner.fit_one_cycle
     from fastai.callback.tracker import EarlyStoppingCallback
     from fastai.data.core import DataLoaders
@@ -342,7 +342,7 @@ def _train_frozen(
     if cfg.cache_dtype not in _CACHE_DTYPES:
         raise ValueError(f"cache_dtype must be one of {sorted(_CACHE_DTYPES)}, got {cfg.cache_dtype!r}")
     batch_size, seed = cfg.batch_size, cfg.seed
-    _import_fastai()
+    import_fastai()
     from fastai.callback.tracker import EarlyStoppingCallback
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
@@ -424,7 +424,7 @@ def _train_frozen(
 
 
 @functools.cache
-def _import_fastai() -> None:
+def import_fastai() -> None:
     """Import fastai once, without the import-time warnings it triggers in this pinned stack and
     that users cannot act on: torch 2.14's FutureWarning for fastai's ``torch.jit.script`` layers and
     pandas' warning for fastai.tabular's ``mode.chained_assignment``. Other warnings pass."""
@@ -438,7 +438,7 @@ def _import_fastai() -> None:
 @functools.cache
 def _fastai_parts() -> SimpleNamespace:
     """The fastai callbacks and loader of :func:`train_classifier` (built lazily: fastai imports slowly)."""
-    _import_fastai()
+    import_fastai()
     from fastai.callback.core import Callback
     from fastai.callback.tracker import TrackerCallback
     from fastai.data.load import DataLoader

@@ -35,7 +35,7 @@ from wsslib.core.errors import DatasetNotFoundError
 from wsslib.data import load_splits
 from wsslib.data.base import TensorBatch
 from wsslib.models.classifiers import create_model
-from wsslib.models.training import ClassifierTrainConfig, _import_fastai, predict_logits, train_classifier
+from wsslib.models.training import ClassifierTrainConfig, import_fastai, predict_logits, train_classifier
 
 __all__ = ["main", "run"]
 
@@ -90,7 +90,7 @@ def run(
             return create_model(model, num_classes=2, dropout=dropout, weights=None, seed=seed)
 
     out: dict = {}
-    _import_fastai()  # not inside either timing
+    import_fastai()  # not inside either timing
     cfg_c = replace(base, freeze=freeze, cache_features=True, cache_dtype=cache_dtype)
     res_c = train_classifier(fresh(), train, valid, cfg_c, device=device, progress=False)
     out["cached"] = (res_c.seconds, _accuracy(res_c.model, valid), res_c)
