@@ -284,22 +284,11 @@ def _train_classifier(
                 dls, net, loss_func=AAXLoss(variance_lambda), opt_func=Adam, lr=lr, wd=weight_decay,
                 metrics=[_accuracy], cbs=cbs, path=Path(tmp), model_dir=".",
             )
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", category=FutureWarning)
-                if not progress or info.rank > 0:  # also silences early stopping's print
-                    with learn.no_bar(), learn.no_logging(), contextlib.redirect_stdout(io.StringIO()):
-                        _fit(learn, epochs, lr, one_cycle)
-                else:
-                    _fit(learn, epochs, lr, one_cycle)
+            _fit(learn, epochs, lr, one_cycle, quiet=not progress or info.rank > 0)
     finally:
         if info.distributed:
             _dist.revert_sync_batchnorm(net)
-    names = learn.recorder.metric_names[1:-1]  # drop "epoch" and "time"
-    history = [
-        {"epoch": i, **{n: float(v) for n, v in zip(names, vals)}}
-        for i, vals in enumerate(learn.recorder.values)
-    ]
-    best = min(range(len(history)), key=lambda i: history[i]["valid_loss"]) if history else 0
+    history, best = _recorded_history(learn)
     model.eval().to(dev)
     return TrainResult(model=model, history=history, best_epoch=best, device=str(dev))
 
@@ -402,22 +391,11 @@ def _train_frozen(
                 dls, net, loss_func=AAXLoss(cfg.variance_lambda), opt_func=Adam, lr=cfg.lr, wd=cfg.weight_decay,
                 metrics=[_accuracy], cbs=cbs, path=Path(tmp), model_dir=".",
             )
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", category=FutureWarning)
-                if not progress:
-                    with learn.no_bar(), learn.no_logging(), contextlib.redirect_stdout(io.StringIO()):
-                        _fit(learn, cfg.epochs, cfg.lr, cfg.one_cycle)
-                else:
-                    _fit(learn, cfg.epochs, cfg.lr, cfg.one_cycle)
+            _fit(learn, cfg.epochs, cfg.lr, cfg.one_cycle, quiet=not progress)
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-    names = learn.recorder.metric_names[1:-1]  # drop "epoch" and "time"
-    history = [
-        {"epoch": i, **{n: float(v) for n, v in zip(names, vals)}}
-        for i, vals in enumerate(learn.recorder.values)
-    ]
-    best = min(range(len(history)), key=lambda i: history[i]["valid_loss"]) if history else 0
+    history, best = _recorded_history(learn)
     model.eval().to(dev)
     return FinetuneResult(model=model, history=history, best_epoch=best, device=str(dev), frozen=split.description,
                           cached=cfg.cache_features, cache_seconds=cache_s, cache_bytes=cache_bytes)
@@ -506,11 +484,29 @@ def _fastai_parts() -> SimpleNamespace:
     return SimpleNamespace(KeepBestWeights=KeepBestWeights, DDPCallback=DDPCallback, GlobalBatchShardDL=GlobalBatchShardDL)
 
 
-def _fit(learn, epochs: int, lr: float, one_cycle: bool) -> None:
-    if one_cycle:
-        learn.fit_one_cycle(epochs, lr_max=lr)
-    else:
-        learn.fit(epochs, lr=lr)
+def _fit(learn, epochs: int, lr: float, one_cycle: bool, quiet: bool = False) -> None:
+    """Fit with fastai, its FutureWarnings silenced; ``quiet`` also silences bars, the epoch table
+    and early stopping's print."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        with contextlib.ExitStack() as stack:
+            if quiet:
+                stack.enter_context(learn.no_bar())
+                stack.enter_context(learn.no_logging())
+                stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+            if one_cycle:
+                learn.fit_one_cycle(epochs, lr_max=lr)
+            else:
+                learn.fit(epochs, lr=lr)
+
+
+def _recorded_history(learn) -> tuple[list[dict], int]:
+    """fastai's recorder as one dict per epoch (``epoch``, losses, metrics) and the epoch of
+    lowest validation loss (the one :class:`KeepBestWeights` restored)."""
+    names = learn.recorder.metric_names[1:-1]  # drop "epoch" and "time"
+    history = [{"epoch": i, **{n: float(v) for n, v in zip(names, vals)}} for i, vals in enumerate(learn.recorder.values)]
+    best = min(range(len(history)), key=lambda i: history[i]["valid_loss"]) if history else 0
+    return history, best
 
 
 @dataclass(frozen=True)
