@@ -35,11 +35,20 @@ _MOVED = {
     "errors": "core.errors", "utils": "core.utils", "registry": "core.registry",
     "distributed": "core.distributed", "metrics": "evaluate.metrics",
     "thresholds": "evaluate.thresholds", "baselines": "evaluate.baselines",
-    "train": "models.training", "unet": "models.unet", "uncertainty": "explain.uncertainty",
+    "train": "models.training", "uncertainty": "explain.uncertainty",
     "cams": "explain.cams", "inference": "explain.inference", "ccam": "explain.ccam",
-    "aax": "methods.aax", "fusion": "methods.ensembles", "gaze": "methods.gaze",
+    "aax": "methods.aax", "gaze": "methods.gaze",
     "report": "reporting.results", "plots": "reporting.plots", "annotate": "apps.annotate",
     "reproduce": "apps.reproduce", "cli": "apps.cli", "bench": "apps.bench",
+}
+
+#: wsslib 0.1's modules that were split in two: no alias could hold the old names, so importing
+#: them says where each part went.
+_SPLIT = {
+    "unet": "the networks (UNet, MultiLevelUNet, lpp) are in wsslib.models.unet; train_multilevel, "
+            "multilevel_loss and predict in wsslib.methods.gaze",
+    "fusion": "the threshold search (search_grid, threshold_grid) and combine_masks / combine_maps (were fuse / "
+              "fuse_maps) are in wsslib.evaluate.thresholds; the EnsembleCAM protocol in wsslib.methods.ensembles",
 }
 
 
@@ -51,6 +60,8 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         if head != "wsslib" or not rest:
             return None
         first, _, tail = rest.partition(".")
+        if first in _SPLIT:
+            raise ModuleNotFoundError(f"wsslib.{first} was split in wsslib 0.2: {_SPLIT[first]}", name=fullname)
         if first not in _MOVED:
             return None
         return importlib.util.spec_from_loader(fullname, self)

@@ -1,6 +1,6 @@
 """torch.distributed helpers: rank and world size, process-group set-up, sync batch norm.
 
-Scripts that train (:func:`wsslib.train.train_classifier`) or annotate (:mod:`wsslib.annotate`)
+Scripts that train (:func:`wsslib.models.training.train_classifier`) or annotate (:mod:`wsslib.apps.annotate`)
 run unchanged under ``torchrun``: torchrun sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR`` and ``MASTER_PORT``, and :func:`init_distributed` (called by both) joins the
 process group when ``WORLD_SIZE > 1``. Without torchrun everything here is a cheap no-op
@@ -143,7 +143,7 @@ def init_distributed(backend: str | None = None, device: str | torch.device | No
 
 
 def device_for_rank(device: str | torch.device | None = "auto") -> torch.device:
-    """:func:`wsslib.utils.resolve_device`, but a CUDA device without an index becomes
+    """:func:`wsslib.core.utils.resolve_device`, but a CUDA device without an index becomes
     ``cuda:LOCAL_RANK`` under torch.distributed (one GPU per process), and is made current."""
     dev = resolve_device(device)
     if dev.type == "cuda":

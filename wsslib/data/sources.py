@@ -1,6 +1,6 @@
 """The table of real data sources, ``wsslib/data/sources.tsv``: the one place that names every
 download (URL, size, checksum, licence, layout). ``./data_download.sh`` reads it, and so do the
-tests; :class:`~wsslib.errors.DatasetNotFoundError` messages point at the script.
+tests; :class:`~wsslib.core.errors.DatasetNotFoundError` messages point at the script.
 
 >>> from wsslib.data.sources import load_sources
 >>> sorted({s.name for s in load_sources()})[:3]

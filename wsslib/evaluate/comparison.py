@@ -78,9 +78,9 @@ class MethodComparison:
 
     def table(self, paper_rows: Sequence[dict] = ()):
         """The rows (and the papers' reference rows) as a DataFrame indexed by method."""
-        from wsslib.reporting.results import records_table
+        import pandas as pd
 
-        return records_table(list(self.rows) + list(paper_rows))
+        return pd.DataFrame(list(self.rows) + list(paper_rows)).set_index("method")
 
     def best_by_family(self, families: Sequence[str], paper_rows: Sequence[dict] = (),
                        baseline: str = "centre prior"):

@@ -30,7 +30,7 @@ that is constant (all zero, e.g. when every gradient is zero) comes out as all z
 Example:
     >>> import torch
     >>> from wsslib.models import create_model
-    >>> from wsslib.cams import compute_cams
+    >>> from wsslib.explain.cams import compute_cams
     >>> model = create_model("smallcnn", num_classes=2)
     >>> maps = compute_cams(model, torch.rand(2, 3, 64, 64), method="xgradcam", targets=[0, 1])
     >>> maps.shape, maps.dtype

@@ -7,7 +7,7 @@ model comes from a single forward pass:
 - the pooled embedding ``z`` -> K dropout heads sampled at once -> ``p`` and ``u``;
 - the target-layer activations ``A`` and ``d score / d A`` (a backward through the head and the
   pooling only) -> a gradient-weighted CAM (Grad-CAM, XGrad-CAM, HiResCAM), with the expected
-  head (dropout off), exactly as :func:`wsslib.cams.compute_cams` computes it.
+  head (dropout off), exactly as :func:`wsslib.explain.cams.compute_cams` computes it.
 
 The naive equivalent runs K full stochastic passes plus pytorch-grad-cam's forward and full
 backward; ``wsslib bench aax`` times both.

@@ -325,7 +325,7 @@ def select_aax_threshold(
     Args:
         p, u: ``(M, B)``; maps: ``(M, B, H, W)`` float; truth: ``(B, H, W)`` bool true masks.
         theta, p_cut, min_votes, min_uncertain, fusion: as in :func:`aax`.
-        metric, grid: passed to :func:`wsslib.thresholds.select_threshold`.
+        metric, grid: passed to :func:`wsslib.evaluate.thresholds.select_threshold`.
 
     Returns:
         :class:`wsslib.thresholds.ThresholdResult`.
@@ -455,7 +455,7 @@ def explain_ensemble(
     """Every model's MC-dropout ``p``, ``u`` and CAM from one backbone pass per model.
 
     Model ``i`` samples its dropout masks from ``torch.Generator().manual_seed(seed + i)``, so the
-    outputs are reproducible. Uses :func:`wsslib.inference.predict_explain`.
+    outputs are reproducible. Uses :func:`wsslib.explain.inference.predict_explain`.
 
     Args:
         models: ``M`` :class:`wsslib.models.Classifier` (two classes, class 1 = Diseased).

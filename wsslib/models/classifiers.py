@@ -12,7 +12,7 @@ Every model is a :class:`Classifier`::
 Design rule: dropout sits *after* pooling and the backbone has no stochastic module of its own
 (torchvision's internal dropout / stochastic depth in EfficientNet and the ViT is set to p=0), so
 ``embed`` is deterministic even in train mode and a Monte Carlo dropout pass only re-samples the
-head (:mod:`wsslib.uncertainty` uses this to sample K passes for the price of one backbone pass).
+head (:mod:`wsslib.explain.uncertainty` uses this to sample K passes for the price of one backbone pass).
 
 Models are built by name through a registry::
 

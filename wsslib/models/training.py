@@ -3,10 +3,10 @@
 Defaults follow the AAX paper (Nasir et al.): Adam, learning rate 1e-4, batch 16, at most 50
 epochs, early stopping with patience 5 on the validation loss, best model kept. The optional
 variance term of the AAX loss adds ``lambda * Var_k[P_k(class 1)]`` over ``k`` stochastic
-dropout passes of the head (cheap: the backbone runs once, see :mod:`wsslib.uncertainty`).
+dropout passes of the head (cheap: the backbone runs once, see :mod:`wsslib.explain.uncertainty`).
 
 Several GPUs or machines: the same call runs unchanged under ``torchrun`` (torch.distributed,
-see :mod:`wsslib.distributed`). Each of the ``W`` processes then trains a DistributedDataParallel
+see :mod:`wsslib.core.distributed`). Each of the ``W`` processes then trains a DistributedDataParallel
 copy of the model on its ``batch_size / W`` share of every global batch of ``batch_size`` images
 (same shuffled order on every process, so the global batches are those of a one-process run),
 batch norm uses the statistics of the global batch (sync batch norm), random flips are drawn

@@ -3,9 +3,9 @@
 For an ensemble of classifiers (default resnet50 + efficientnet_b0 + densenet121, random
 weights), on one batch, in one process:
 
-- naive: per model, K full stochastic forward passes (:func:`wsslib.uncertainty.mc_predict`
+- naive: per model, K full stochastic forward passes (:func:`wsslib.explain.uncertainty.mc_predict`
   with ``fast=False``) plus pytorch-grad-cam's XGrad-CAM (forward + full backward);
-- fast: per model, :func:`wsslib.inference.predict_explain`: one backbone pass, K dropout heads
+- fast: per model, :func:`wsslib.explain.inference.predict_explain`: one backbone pass, K dropout heads
   sampled at once, the CAM from ``d score / d A`` through the head only;
 - floor: per model, one forward plus one full backward (the cost of any method that needs a
   gradient through the network).
