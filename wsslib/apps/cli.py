@@ -1,6 +1,7 @@
 """The ``wsslib`` command line.
 
-    wsslib reproduce [--smoke] [--only 00,03] [--dataset NAME] [--out runs] [-p key=value ...] [--in-place]
+    wsslib reproduce [--smoke] [--only 00,03] [--preset cpu|real|paper] [--dataset NAME] [--out runs]
+                     [-p key=value ...] [--in-place]
                      (runs/<timestamp>/: executed notebooks, results JSON, report.md/html; --in-place
                      also writes the executed notebooks over notebooks/NN_*.ipynb, for committing)
     wsslib bench NAME [options]      (NAME: aax, gaze, ...; each prints one JSON line)
@@ -27,8 +28,9 @@ def _parse_value(text: str):
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from wsslib.apps.reproduce import (check_expected, find_notebooks, new_run_dir, print_expected, print_summary,
-                                       run_notebooks, write_back, write_report)
+    from wsslib.apps.reproduce import (EXPECTED_DIR, check_expected, defines_preset, find_notebooks, new_run_dir,
+                                       preset_dir, print_expected, print_summary, run_notebooks, write_back,
+                                       write_report)
 
     only = [o.strip() for o in args.only.split(",")] if args.only else None
     try:
@@ -45,6 +47,15 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         params[k] = _parse_value(v)
     if args.dataset:
         params["dataset"] = args.dataset
+    if args.preset != "cpu":
+        params["preset"] = args.preset
+        skipped = [nb for nb in notebooks if not defines_preset(nb, args.preset)]
+        for nb in skipped:
+            print(f"wsslib reproduce: {nb.name} defines no {args.preset!r} preset yet: skipped", file=sys.stderr)
+        notebooks = [nb for nb in notebooks if nb not in skipped]
+        if not notebooks:
+            print(f"wsslib reproduce: no notebook left to run with preset {args.preset!r}", file=sys.stderr)
+            return 2
     out = new_run_dir(args.out)
     print(f"Running {len(notebooks)} notebook(s) into {out}", flush=True)
     runs = run_notebooks(out, notebooks=notebooks, smoke=args.smoke, parameters=params, timeout=args.timeout,
@@ -52,11 +63,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     md, page = write_report(out, runs, smoke=args.smoke, parameters=params, also_to=args.out,
                             command="wsslib reproduce " + " ".join(args.argv))
     print_summary(runs)
-    if not args.smoke and not params and args.notebooks is None:  # the committed notebooks as recorded
-        print_expected(check_expected(runs, out))
+    if not args.smoke and set(params) <= {"preset"} and args.notebooks is None:  # the committed runs as recorded
+        print_expected(check_expected(runs, out, EXPECTED_DIR if args.preset == "cpu" else preset_dir(args.preset)))
     print(f"Results: {out}\nReport:  {md} and {page.name} (also {Path(args.out) / 'report.md'})")
     if args.in_place:
-        written = write_back(runs, out, smoke=args.smoke, parameters=params)
+        written = write_back(runs, out, smoke=args.smoke, parameters=params,
+                             dest_dir=None if args.preset == "cpu" else preset_dir(args.preset, args.notebooks))
         print(f"Written back in place ({len(written)} of {len(runs)}): " + ", ".join(p.name for p in written)
               + (" (smoke mode: do not commit these)" if args.smoke else ""))
     return 1 if any(r.error for r in runs) else 0
@@ -80,6 +92,19 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
         return 2
     if is_main_process():
         print(format_summary(res), flush=True)
+    return 0
+
+
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from wsslib.models.weights import fetch_weights
+
+    try:
+        results = fetch_weights(args.names, args.dir, progress=not args.quiet)
+    except (ValueError, RuntimeError, OSError) as e:
+        print(f"wsslib weights fetch: {e}", file=sys.stderr)
+        return 1
+    for r in results:
+        print(f"{r.name}: {r.status}" + (f" {r.path}" if r.path else "") + (f" ({r.note})" if r.note else ""))
     return 0
 
 
@@ -111,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--smoke", action="store_true", help="tiny settings, seconds per notebook")
     rep.add_argument("--only", help="comma-separated notebook numbers, e.g. 00,03")
     rep.add_argument("--dataset", help="data set name passed to every notebook")
+    rep.add_argument("--preset", choices=("cpu", "real", "paper"), default="cpu",
+                     help="cpu (default: synthetic data, minutes), real (the real shared data sets with pretrained "
+                          "EfficientNet-Lites on a CPU budget), paper (the papers' own settings, for a GPU); "
+                          "notebooks that do not define it are skipped")
     rep.add_argument("--out", default="runs", type=Path, help="base folder (default runs/)")
     rep.add_argument("--notebooks", type=Path, default=None, help="folder of notebooks (default: the project's)")
     rep.add_argument("-p", "--param", action="append", help="extra notebook parameter key=value")
@@ -118,8 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     rep.add_argument("--in-place", action="store_true",
                      help="write each executed notebook back over its source, ready to commit (injected "
-                          "parameters cell, stderr outputs and absolute paths removed)")
+                          "parameters cell, stderr outputs and absolute paths removed); with --preset real or "
+                          "paper: to notebooks/<preset>/, with its results JSON")
     rep.set_defaults(func=_cmd_reproduce)
+
+    wts = sub.add_parser("weights", help="ImageNet weights for online users (a run never downloads)")
+    wsub = wts.add_subparsers(dest="action", required=True)
+    fetch = wsub.add_parser("fetch", help="download torchvision's ImageNet weights (hash-checked) into the torch hub "
+                                          "cache, where weights='imagenet' finds them")
+    fetch.add_argument("names", nargs="+", help="backbones: resnet18 resnet34 resnet50 densenet121 efficientnet_b0")
+    fetch.add_argument("--dir", type=Path, default=None, help="target folder (default: torch.hub.get_dir()/checkpoints)")
+    fetch.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    fetch.set_defaults(func=_cmd_weights)
 
     ann = sub.add_parser("annotate", help="AAX masks, decisions and a review list for a folder of images (resumable)")
     ann.add_argument("images_dir", type=Path, help="folder of jpg/png/tiff/bmp images (searched recursively)")

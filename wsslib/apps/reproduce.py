@@ -16,7 +16,9 @@
 3. with ``--in-place`` (:func:`write_back`), each notebook that ran through is written back
    over its source ``notebooks/NN_*.ipynb``, ready to commit: papermill's injected-parameters
    cell, stderr outputs (progress bars, warnings) and widget outputs removed, absolute paths in
-   outputs replaced, execution counts renumbered.
+   outputs replaced, execution counts renumbered. With ``--preset real`` (or ``paper``) the
+   executed copies and their results JSON go to ``notebooks/<preset>/`` instead
+   (:func:`preset_dir`), beside the sources, which stay the ``cpu`` runs.
 
 Figures: the kernels get the inline backend (``MPLBACKEND``) and a matplotlib rc file
 (``MATPLOTLIBRC``) with ``figure.dpi`` = :data:`FIGURE_DPI`, so that every PNG embedded in a
@@ -53,9 +55,11 @@ __all__ = [
     "PROJECT_ROOT",
     "clean_executed",
     "extract_figures",
+    "defines_preset",
     "find_notebooks",
     "new_run_dir",
     "print_summary",
+    "preset_dir",
     "run_notebooks",
     "shrink_png",
     "write_back",
@@ -148,6 +152,25 @@ def find_notebooks(folder: str | os.PathLike | None = None, only: list[str] | No
     if not nbs:
         raise FileNotFoundError(f"no numbered notebooks (NN_*.ipynb) found in {folder}" + (f" for {only}" if only else ""))
     return nbs
+
+
+def preset_dir(preset: str, folder: str | os.PathLike | None = None) -> Path:
+    """Where the executed notebooks of a preset other than ``cpu`` live: ``notebooks/<preset>/``
+    (their results JSON beside them; ``cpu`` runs are the notebooks themselves and
+    ``tests/expected/``)."""
+    return (Path(folder) if folder else PROJECT_ROOT / "notebooks") / preset
+
+
+def defines_preset(notebook: str | os.PathLike, preset: str) -> bool:
+    """Whether the paper module of ``notebook`` (``NN_name.ipynb``) defines ``preset``; notebooks
+    without a paper module (a user's own) are assumed to."""
+    from wsslib.papers import notebook_module
+
+    try:
+        mod = notebook_module(Path(notebook).stem)
+    except (ValueError, ModuleNotFoundError):
+        return True
+    return preset in mod.PRESETS
 
 
 def new_run_dir(base: str | os.PathLike = "runs") -> Path:
@@ -561,11 +584,13 @@ def _node(obj: Any):
 
 
 def write_back(runs: Sequence[NotebookRun], results_dir: str | os.PathLike, *, smoke: bool = False,
-               parameters: dict[str, Any] | None = None) -> list[Path]:
+               parameters: dict[str, Any] | None = None, dest_dir: str | os.PathLike | None = None) -> list[Path]:
     """Write each notebook that ran through back over its source, cleaned (:func:`clean_executed`).
 
     A failed notebook is left as it was. The file is replaced atomically. The notebook's
     metadata ``wsslib`` records how it was executed (``smoke``, the ``parameters`` given).
+    With ``dest_dir`` (a preset's folder, :func:`preset_dir`) the notebook is written there
+    instead of over its source, with its results JSON (provenance kept) beside it.
 
     Returns:
         the notebooks written.
@@ -579,10 +604,17 @@ def write_back(runs: Sequence[NotebookRun], results_dir: str | os.PathLike, *, s
         nb = clean_executed(nbformat.read(r.output, as_version=4), results_dir=results_dir)
         nb.metadata["wsslib"] = {"executed_by": "wsslib reproduce --in-place", "smoke": bool(smoke),
                                  "parameters": dict(parameters or {})}
-        tmp = Path(r.source).with_name(f".{Path(r.source).name}.tmp")
+        target = Path(r.source) if dest_dir is None else Path(dest_dir) / Path(r.source).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
         nbformat.write(nb, tmp)
-        os.replace(tmp, r.source)
-        written.append(Path(r.source))
+        os.replace(tmp, target)
+        result = Path(results_dir) / f"{r.stem}.json"
+        if dest_dir is not None and result.is_file():
+            tmp = target.with_name(f".{result.name}.tmp")
+            tmp.write_bytes(result.read_bytes())
+            os.replace(tmp, target.with_name(result.name))
+        written.append(target)
     return written
 
 

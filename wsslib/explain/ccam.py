@@ -380,6 +380,8 @@ class CCAMTrainConfig:
         augment: random horizontal and vertical flips of each batch
             (:class:`~wsslib.data.augment.FlipAugment`).
         seed: seeds shuffling and flips.
+        max_steps: None (no cap) or the most optimiser steps in all (the poly schedule still
+            spans ``epochs``); for tests of GPU-sized presets on a CPU.
     """
 
     epochs: int = 10
@@ -394,8 +396,11 @@ class CCAMTrainConfig:
     variant: Variant = "paper"
     augment: bool = True
     seed: int = 0
+    max_steps: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"CCAMTrainConfig: max_steps must be >= 1 or None, got {self.max_steps}")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError(f"CCAMTrainConfig: epochs must be >= 1 and batch_size >= 2, got epochs={self.epochs}, "
                              f"batch_size={self.batch_size}")
@@ -486,20 +491,24 @@ def train_ccam(
     bs = min(cfg.batch_size, n)
     per_epoch = n // bs  # drop the last incomplete batch (a batch of 1 has no positive pair)
     steps = per_epoch * cfg.epochs
+    cap = steps if cfg.max_steps is None else min(steps, cfg.max_steps)
     flip = FlipAugment(cfg.seed)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, desc="CCAM")
+        bar = tqdm(total=cap, desc="CCAM")
     history: list[dict] = []
     step = 0
     try:
         with rng_scope(cfg.seed):
             for epoch in range(cfg.epochs):
+                if step >= cap:
+                    break
                 perm = torch.randperm(n, generator=flip.gen)
                 sums = dict.fromkeys(("loss", "neg", "pos_fg", "pos_bg"), 0.0)
-                for k in range(per_epoch):
+                done = 0
+                for k in range(min(per_epoch, cap - step)):
                     x = images[perm[k * bs : (k + 1) * bs]]
                     x = (flip(x) if cfg.augment else x).to(dev, dtype=torch.float32)
                     for g in opt.param_groups:
@@ -510,12 +519,13 @@ def train_ccam(
                     terms.total.backward()
                     opt.step()
                     step += 1
+                    done += 1
                     for key, val in zip(sums, terms):
                         sums[key] += float(val.detach())
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(epoch=epoch, loss=f"{float(terms.total.detach()):.3f}")
-                history.append({"epoch": epoch, **{k: v / per_epoch for k, v in sums.items()},
+                history.append({"epoch": epoch, **{k: v / done for k, v in sums.items()},
                                 "lr": opt.param_groups[0]["lr"]})
     finally:
         if bar is not None:

@@ -155,6 +155,9 @@ class ClassifierTrainConfig:
             C x h x w + N_valid x C x h x w`` values (see :mod:`wsslib.models.finetune`).
         cache_dtype: ``"float16"`` (default, half the memory) or ``"float32"`` (exact).
         cache_max_gb: refuse (MemoryError, before computing) a cache larger than this.
+        max_steps: None (no cap) or the most optimiser steps of the whole training: the epoch
+            in which the cap is reached stops its training batches there, is validated, and is
+            the last. For tests of GPU-sized presets on a CPU (``max_steps=2``).
     """
 
     lr: float = 1e-4
@@ -171,6 +174,7 @@ class ClassifierTrainConfig:
     cache_features: bool = True
     cache_dtype: str = "float16"
     cache_max_gb: float = 8.0
+    max_steps: int | None = None
 
 
 def train_classifier(
@@ -275,7 +279,7 @@ def _train_classifier(
         _dist.convert_sync_batchnorm(net, dev)
     try:
         with tempfile.TemporaryDirectory(prefix="wsslib-train-") as tmp:
-            cbs = [parts.KeepBestWeights()]
+            cbs = [parts.KeepBestWeights(), *parts.step_cap(cfg.max_steps)]
             if patience is not None:
                 cbs.append(EarlyStoppingCallback(monitor="valid_loss", patience=patience))
             if info.distributed:
@@ -384,7 +388,7 @@ def _train_frozen(
         if cfg.variance_lambda > 0:
             net = _StochasticHeads(net, cfg.variance_k)
         with tempfile.TemporaryDirectory(prefix="wsslib-train-") as tmp:
-            cbs = [parts.KeepBestWeights()]
+            cbs = [parts.KeepBestWeights(), *parts.step_cap(cfg.max_steps)]
             if cfg.patience is not None:
                 cbs.append(EarlyStoppingCallback(monitor="valid_loss", patience=cfg.patience))
             learn = Learner(
@@ -417,7 +421,7 @@ def import_fastai() -> None:
 def _fastai_parts() -> SimpleNamespace:
     """The fastai callbacks and loader of :func:`train_classifier` (built lazily: fastai imports slowly)."""
     import_fastai()
-    from fastai.callback.core import Callback
+    from fastai.callback.core import Callback, CancelFitException, CancelTrainException
     from fastai.callback.tracker import TrackerCallback
     from fastai.data.load import DataLoader
     from fastai.torch_core import get_model
@@ -481,7 +485,32 @@ def _fastai_parts() -> SimpleNamespace:
         def __len__(self) -> int:
             return self.n // self.global_bs
 
-    return SimpleNamespace(KeepBestWeights=KeepBestWeights, DDPCallback=DDPCallback, GlobalBatchShardDL=GlobalBatchShardDL)
+    class StepCap(Callback):
+        """Stop training after ``n`` optimiser steps: the rest of that epoch's training batches
+        are skipped (its validation still runs, so the history is never empty), then the fit ends."""
+
+        def __init__(self, n: int) -> None:
+            self.n, self.steps = int(n), 0
+
+        def before_fit(self) -> None:
+            self.steps = 0
+
+        def before_epoch(self) -> None:
+            if self.steps >= self.n:
+                raise CancelFitException()
+
+        def after_step(self) -> None:
+            self.steps += 1
+            if self.steps >= self.n:
+                raise CancelTrainException()
+
+    def step_cap(n: int | None) -> list:
+        if n is not None and n < 1:
+            raise ValueError(f"max_steps must be >= 1 or None, got {n}")
+        return [] if n is None else [StepCap(n)]
+
+    return SimpleNamespace(KeepBestWeights=KeepBestWeights, DDPCallback=DDPCallback, GlobalBatchShardDL=GlobalBatchShardDL,
+                           step_cap=step_cap)
 
 
 def _fit(learn, epochs: int, lr: float, one_cycle: bool, quiet: bool = False) -> None:

@@ -8,7 +8,10 @@ paper's comparison methods. The paper does not say whether its AAX accuracy coun
 
 ``PRESETS["cpu"]`` is the CPU default of notebook 04 (three small, different architectures from
 scratch at 64 px; the paper's are ResNet50, EfficientNet-B0, DenseNet121 at 224 px, Adam 1e-4,
-batch 16, at most 50 epochs with patience 5).
+batch 16, at most 50 epochs with patience 5). ``PRESETS["real"]``: PolypGen's real frames with
+the three ImageNet EfficientNet-Lites (Lite0, Lite1, Lite2), each trained as
+:data:`~wsslib.papers.settings.REAL_CLASSIFIER` says (about 4 minutes for the three on 2 CPU
+cores). ``PRESETS["paper"]``: the paper's TBX11K setup for a GPU (about 1 hour there).
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from typing import Any
 
 from wsslib.methods.aax import THETA_GRID, AAXConfig
 from wsslib.models.training import ClassifierSpec, ClassifierTrainConfig
+from wsslib.papers.settings import PAPER_SMOKE, REAL_CLASSIFIER, REAL_SMOKE
 
-__all__ = ["NOTEBOOK", "PRESETS", "PUBLISHED", "SMOKE", "aax_config", "member_specs", "paper_rows", "vit_spec"]
+__all__ = ["NOTEBOOK", "PRESETS", "PUBLISHED", "SMOKE", "SMOKE_FOR", "aax_config", "member_specs", "paper_rows", "vit_spec"]
 
 NOTEBOOK = "04_aax_decision"
 
@@ -71,8 +75,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "vit_replaces": "efficientnet_b0",
         "vit_epochs": 4,
         "vit_lr": 1e-3,
+        "weights": None,
+        "freeze": None,
+        "max_steps": None,
     },
 }
+_R = REAL_CLASSIFIER
+PRESETS["real"] = {**PRESETS["cpu"], "dataset": "polypgen", "n_images": None, "n_ood": 100, "image_size": _R["image_size"],
+                   "models": ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"],
+                   "epochs": [_R["epochs"]] * 3, "lrs": [_R["lr"]] * 3, "batch_sizes": [_R["batch_size"]] * 3,
+                   "one_cycle": _R["one_cycle"], "dropout": _R["dropout"], "weights": _R["weights"],
+                   "freeze": _R["freeze"], "vit_replaces": "efficientnet_lite2", "vit_epochs": 3}
+PRESETS["paper"] = {**PRESETS["cpu"], "dataset": "tbx11k", "n_images": None, "image_size": 224,
+                    "models": ["resnet50", "efficientnet_b0", "densenet121"], "epochs": [50, 50, 50],
+                    "lrs": [1e-4, 1e-4, 1e-4], "batch_sizes": [16, 16, 16], "one_cycle": False, "patience": 5,
+                    "weights": "imagenet", "vit_epochs": 50, "vit_lr": 1e-4}
 
 #: Smoke mode (seconds): tiny images, few of them, one or two epochs, fewer MC passes.
 SMOKE: dict[str, Any] = {
@@ -83,6 +100,11 @@ SMOKE: dict[str, Any] = {
     "vit_epochs": 1,
     "batch_sizes": [32, 32, 32],
     "k": 8,
+}
+#: Smoke overlays of the other presets: the same code path, small images, one epoch / two steps.
+SMOKE_FOR: dict[str, dict[str, Any]] = {
+    "real": {**REAL_SMOKE, "epochs": [1, 1, 1], "vit_epochs": 1, "n_ood": 30, "k": 8},
+    "paper": {**PAPER_SMOKE, "epochs": [1, 1, 1], "vit_epochs": 1, "n_ood": 30, "k": 8, "batch_sizes": [8, 8, 8]},
 }
 
 
@@ -99,10 +121,11 @@ def aax_config(s: Mapping[str, Any]) -> AAXConfig:
                      review_cost=s["review_cost"])
 
 
-def _spec(s: Mapping[str, Any], name: str, epochs: int, lr: float, batch_size: int) -> ClassifierSpec:
+def _spec(s: Mapping[str, Any], name: str, epochs: int, lr: float, batch_size: int, pretrained: bool = True) -> ClassifierSpec:
     train = ClassifierTrainConfig(lr=lr, batch_size=batch_size, epochs=epochs, patience=s["patience"],
-                                  variance_lambda=s["variance_lambda"], one_cycle=s["one_cycle"])
-    return ClassifierSpec(name, train=train, dropout=s["dropout"])
+                                  variance_lambda=s["variance_lambda"], one_cycle=s["one_cycle"],
+                                  freeze=s["freeze"] if pretrained else None, max_steps=s["max_steps"])
+    return ClassifierSpec(name, train=train, dropout=s["dropout"], weights=s["weights"] if pretrained else None)
 
 
 def member_specs(s: Mapping[str, Any]) -> list[ClassifierSpec]:
@@ -122,8 +145,10 @@ def member_specs(s: Mapping[str, Any]) -> list[ClassifierSpec]:
 
 
 def vit_spec(s: Mapping[str, Any]) -> ClassifierSpec:
-    """The ViT-S of the swap ablation, with the batch size of the member it replaces."""
+    """The ViT-S of the swap ablation, from scratch (no frozen prefix), with the batch size of the
+    member it replaces."""
     models = list(s["models"])
     if s["vit_replaces"] not in models:
         raise ValueError(f"vit_replaces={s['vit_replaces']!r} is not one of models={models}")
-    return _spec(s, "vit_small", s["vit_epochs"], s["vit_lr"], list(s["batch_sizes"])[models.index(s["vit_replaces"])])
+    return _spec(s, "vit_small", s["vit_epochs"], s["vit_lr"], list(s["batch_sizes"])[models.index(s["vit_replaces"])],
+                 pretrained=False)

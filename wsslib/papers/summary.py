@@ -6,6 +6,12 @@ Each family's configuration starts from its notebook's ``cpu`` preset (``zhong20
 values there (image size, models, epochs, ...): every protocol constant it does not name (the
 CRF's ``sxy`` rule, ``lam_warmup``, AAX's ``p_cut`` / votes, CCAM's optimiser, ...) is the one
 notebooks 01-04 use. ``PUBLISHED`` picks, from those modules, the rows the summary quotes.
+
+``PRESETS``: ``cpu`` (synthetic images, three small CNNs); ``real`` (Kvasir-SEG with its real gaze,
+the classifiers trained on PolypGen's labelled frames: the three ImageNet EfficientNet-Lites as
+:data:`~wsslib.papers.settings.REAL_CLASSIFIER` says; CCAM from the Lite0 classifier; the gaze
+UNet of the ``cpu`` preset at 224 px); ``paper`` (Kvasir-SEG, the AAX paper's ImageNet ResNet50,
+EfficientNet-B0 and DenseNet121 at 224 px, for a GPU).
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from wsslib.methods.ensembles import EnsembleConfig
 from wsslib.methods.gaze import GazeConfig
 from wsslib.models.training import ClassifierSpec, ClassifierTrainConfig
 from wsslib.papers import deshpande, nasir2025, ostrowski, zhong2024
+from wsslib.papers.settings import PAPER_SMOKE, REAL_CLASSIFIER, REAL_SMOKE
 
-__all__ = ["FAMILIES", "NOTEBOOK", "PRESETS", "PUBLISHED", "SMOKE", "SummaryConfigs", "SummaryData", "configs",
+__all__ = ["FAMILIES", "NOTEBOOK", "PRESETS", "PUBLISHED", "SMOKE", "SMOKE_FOR", "SummaryConfigs", "SummaryData", "configs",
            "gaze_sets", "load_data", "paper_rows"]
 
 NOTEBOOK = "05_iou_dice_summary"
@@ -88,13 +95,40 @@ PRESETS: dict[str, dict[str, Any]] = {
         "unet_feat_ch": 16,
         "unet_lam": 3.0,
         "n_show": 4,
+        "weights": None,
+        "freeze": None,
+        "one_cycle": True,
+        "patience": None,
+        "ccam_backbone": None,
+        "max_steps": None,
     },
 }
+_R = REAL_CLASSIFIER
+PRESETS["real"] = {**PRESETS["cpu"], "dataset": "kvasir-seg", "n_images": None, "image_size": _R["image_size"],
+                   "models": ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"],
+                   "epochs": [_R["epochs"]] * 3, "lrs": [_R["lr"]] * 3, "batch_sizes": [_R["batch_size"]] * 3,
+                   "dropout": _R["dropout"], "weights": _R["weights"], "freeze": _R["freeze"],
+                   "one_cycle": _R["one_cycle"], "ccam_inits": ["classifier"], "ccam_epochs": 2,
+                   "gaze_train_max": 200}
+PRESETS["paper"] = {**PRESETS["cpu"], "dataset": "kvasir-seg", "n_images": None, "image_size": 224,
+                    "models": ["resnet50", "efficientnet_b0", "densenet121"], "epochs": [50, 50, 50],
+                    "lrs": [1e-4, 1e-4, 1e-4], "batch_sizes": [16, 16, 16], "weights": "imagenet", "one_cycle": False,
+                    "patience": 5, "ccam_backbone": "resnet50", "ccam_epochs": 10, "unet_iterations": 15000,
+                    "unet_batch_size": 8, "unet_eval_every": 500, "unet_widths": [64, 128, 256, 512, 1024],
+                    "unet_feat_ch": 64}
 
 SMOKE: dict[str, Any] = {
     "image_size": 32, "n_images": 120, "epochs": [3, 1, 1], "batch_sizes": [32, 32, 32], "k": 5,
     "cam_methods": ["gradcam", "gradcam++"], "ccam_epochs": 1, "unet_iterations": 8, "unet_eval_every": 4,
     "n_show": 3, "gaze_train_max": 40, "gaze_workers": 1,
+}
+_SMALL = {"k": 5, "cam_methods": ["gradcam", "gradcam++"], "ccam_epochs": 1, "n_show": 3, "gaze_train_max": 40,
+          "gaze_workers": 1, "unet_eval_every": 2}
+#: Smoke overlays of the other presets: the same code path, small images, one epoch / two steps.
+SMOKE_FOR: dict[str, dict[str, Any]] = {
+    "real": {**REAL_SMOKE, **_SMALL, "epochs": [1, 1, 1], "unet_iterations": 4},
+    "paper": {**PAPER_SMOKE, **_SMALL, "epochs": [1, 1, 1], "batch_sizes": [8, 8, 8], "unet_iterations": 2,
+              "unet_batch_size": 2},
 }
 
 
@@ -131,15 +165,17 @@ def configs(s: Mapping[str, Any]) -> SummaryConfigs:
         raise ValueError("models, cnn_widths, epochs, lrs and batch_sizes need one entry per model (two at least), got "
                          f"{n}, {len(s['cnn_widths'])}, {len(s['epochs'])}, {len(s['lrs'])}, {len(s['batch_sizes'])}")
     specs = tuple(
-        ClassifierSpec(m, ClassifierTrainConfig(lr=lr, batch_size=bs, epochs=ep, patience=None, one_cycle=True),
-                       dropout=s["dropout"], options={"width": w} if m == "smallcnn" else {},
+        ClassifierSpec(m, ClassifierTrainConfig(lr=lr, batch_size=bs, epochs=ep, patience=s["patience"],
+                                                one_cycle=s["one_cycle"], freeze=s["freeze"], max_steps=s["max_steps"]),
+                       dropout=s["dropout"], weights=s["weights"], options={"width": w} if m == "smallcnn" else {},
                        label=f"{m}/{w}" if m == "smallcnn" else m)
         for m, w, ep, lr, bs in zip(s["models"], s["cnn_widths"], s["epochs"], s["lrs"], s["batch_sizes"]))
     if len({sp.title for sp in specs}) != n:
         raise ValueError(f"two classifiers would have the same name: {[sp.title for sp in specs]}; vary models or cnn_widths")
     cams = deshpande.config({**deshpande.PRESETS["cpu"], "cam_methods": s["cam_methods"], "threshold_metric": "dice",
                              "ccam_inits": s["ccam_inits"], "ccam_epochs": s["ccam_epochs"], "ccam_lr": s["ccam_lr"],
-                             "ccam_batch_size": s["ccam_batch_size"]})
+                             "ccam_batch_size": s["ccam_batch_size"], "ccam_backbone": s["ccam_backbone"],
+                             "max_steps": s["max_steps"]})
     ens = replace(ostrowski.ensemble_config(ostrowski.PRESETS["cpu"]), cam_method=s["ensemble_cam"],
                   grid_step=s["ensemble_grid_step"], select_metric="dice")
     aax = nasir2025.aax_config({**nasir2025.PRESETS["cpu"], "k": s["k"], "cam_method": s["aax_cam"],

@@ -1,0 +1,104 @@
+"""Presets cpu / real / paper, defined once in ``wsslib.papers``: what each resolves to, that the
+builders hand the pretrained path to every classifier, and that the GPU-sized ``paper`` presets
+run end to end on the fixture data sets with a step cap (``max_steps=2``), so their code path
+cannot rot on machines without a GPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import data_fixtures as fx
+from wsslib.apps.cli import main
+from wsslib.apps.reproduce import defines_preset, find_notebooks, run_notebooks
+from wsslib.papers import deshpande, nasir2025, notebook_settings, ostrowski, quickstart, summary
+from wsslib.papers.settings import REAL_CLASSIFIER
+
+WITH_PRESETS = ("00", "02", "03", "04", "05")  # 01 gets its real and paper presets with the gaze issue
+
+
+def _specs(nb: str, s) -> list:
+    if nb == "00":
+        return [quickstart.classifier_spec(s)]
+    if nb == "02":
+        return [deshpande.classifier_spec(s)]
+    if nb == "03":
+        return list(ostrowski.ensemble_config(s).models)
+    if nb == "04":
+        return nasir2025.member_specs(s)
+    return list(summary.configs(s).classifiers)
+
+
+@pytest.mark.parametrize("nb", WITH_PRESETS)
+def test_real_preset_trains_pretrained_lites_with_a_frozen_cached_prefix(nb):
+    s = notebook_settings(nb, {"preset": "real", "smoke": False})
+    assert s.image_size == REAL_CLASSIFIER["image_size"] and s.dataset in ("polypgen", "kvasir-seg")
+    specs = _specs(nb, s)
+    assert specs and all(sp.name.startswith("efficientnet_lite") and sp.weights == "imagenet" for sp in specs)
+    assert all(sp.train.freeze == REAL_CLASSIFIER["freeze"] and sp.train.cache_features for sp in specs)
+    assert all(sp.train.lr == REAL_CLASSIFIER["lr"] and sp.train.epochs == REAL_CLASSIFIER["epochs"] for sp in specs)
+    assert len({sp.name for sp in specs}) == len(specs)  # different architectures where there are several
+
+
+@pytest.mark.parametrize("nb", WITH_PRESETS)
+def test_paper_preset_is_the_papers_setup_and_user_values_win(nb):
+    s = notebook_settings(nb, {"preset": "paper", "smoke": False})
+    specs = _specs(nb, s)
+    assert s.image_size in (128, 224) and all(sp.weights == "imagenet" and sp.train.freeze is None for sp in specs)
+    assert all(sp.train.max_steps is None for sp in specs)
+    smoke = notebook_settings(nb, {"preset": "paper", "smoke": True, "image_size": 96})
+    assert smoke.image_size == 96 and smoke.max_steps == 2 and smoke.given == ["image_size"]
+    assert all(sp.train.max_steps == 2 for sp in _specs(nb, smoke))
+
+
+def test_the_nasir_vit_swap_stays_from_scratch_in_the_real_preset():
+    s = notebook_settings("04", {"preset": "real"})
+    vit = nasir2025.vit_spec(s)
+    assert vit.weights is None and vit.train.freeze is None
+
+
+def test_a_notebook_without_the_preset_is_refused_or_skipped(capsys):
+    assert not defines_preset("01_gaze_heatmaps.ipynb", "real") and defines_preset("04_aax_decision.ipynb", "real")
+    assert defines_preset("99_my_own.ipynb", "real")  # a user's notebook: not ours to judge
+    with pytest.raises(ValueError, match="defines the presets"):
+        notebook_settings("01", {"preset": "real"})
+    assert main(["reproduce", "--only", "01", "--preset", "real", "--out", "unused"]) == 2
+    assert "defines no 'real' preset" in capsys.readouterr().err
+
+
+#: the paper preset's data set of each notebook, and the extra roots it needs
+PAPER_DATA = {"00": ("polypgen",), "02": ("oxford-pets",), "03": ("brats2020",), "04": ("tbx11k",),
+              "05": ("kvasir-seg", "polypgen")}
+
+
+@pytest.fixture(scope="module")
+def paper_runs(tmp_path_factory):
+    """Every notebook with a paper preset, executed once with ``preset="paper"`` in smoke mode
+    (64 px, two optimiser steps per training) on the fixture data sets."""
+    root = tmp_path_factory.mktemp("paper_data")
+    for name in {n for names in PAPER_DATA.values() for n in names}:
+        fx.build_set(name, root / name)
+    fx.kvasir_gaze(root / "kvasir-seg" / "gaze")
+    out = tmp_path_factory.mktemp("paper_runs")
+    docs = {}
+    for nb in find_notebooks(only=list(WITH_PRESETS)):
+        names = PAPER_DATA[nb.name[:2]]
+        params = {"preset": "paper", "data_root": str(root / names[0])}
+        if len(names) > 1:
+            params["classifier_data_root"] = str(root / names[1])
+        run = run_notebooks(out / nb.stem, notebooks=[nb], smoke=True, parameters=params, progress=False)[0]
+        path = out / nb.stem / f"{nb.stem}.json"
+        docs[nb.name[:2]] = {"error": run.error} if run.error or not path.is_file() else json.loads(path.read_text())
+    return docs
+
+
+@pytest.mark.parametrize("nb", WITH_PRESETS)
+def test_paper_preset_runs_with_a_step_cap(paper_runs, nb):
+    doc = paper_runs[nb]
+    assert "error" not in doc, f"{nb} with preset='paper' failed: {doc.get('error')}"
+    p = doc["params"]
+    assert p["preset"] == "paper" and p["smoke"] is True and p["max_steps"] == 2
+    assert p["dataset"] == PAPER_DATA[nb][0]
+    histories = [r for rows in doc["tables"].values() if isinstance(rows, list) for r in rows if "best_epoch" in r]
+    assert all(r["best_epoch"] == 0 for r in histories)  # one capped epoch each
