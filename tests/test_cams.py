@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import pytest
 import torch
 from pytorch_grad_cam import GradCAM
@@ -239,3 +240,32 @@ def test_bad_arguments() -> None:
         compute_cams(model, (x * 255).to(torch.uint8))
     with pytest.raises(ValueError, match="batch_size"):
         compute_cams(model, x, batch_size=0)
+
+
+class TestLayerFixedFullGrad:
+    """FullGrad's layer list: each module once, batch-norm subclasses included; maths unchanged."""
+
+    def test_equals_pytorch_grad_cam_where_its_layer_list_is_right(self):
+        import torchvision
+        from pytorch_grad_cam import FullGrad
+
+        from wsslib.explain.cams import LayerFixedFullGrad
+
+        net = torchvision.models.resnet18(num_classes=3).eval()  # no module registered twice
+        x = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+        theirs = FullGrad(model=net, target_layers=[])(input_tensor=x.clone().requires_grad_(True), targets=None)
+        ours = LayerFixedFullGrad(net)(input_tensor=x.clone().requires_grad_(True), targets=None)
+        assert np.allclose(ours, theirs, atol=1e-6)
+
+    @pytest.mark.parametrize("name", ["resnet50", "smallcnn", "efficientnet_lite0"])
+    def test_each_layer_once_and_batchnorm_subclasses_counted(self, name):
+        from wsslib.explain.cams import LayerFixedFullGrad
+
+        model = create_model(name).eval()
+        fg = LayerFixedFullGrad(model)
+        n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+        n_conv = sum(isinstance(m, torch.nn.Conv2d) and m.bias is not None for m in model.modules())
+        assert len(fg.target_layers) == len(fg.bias_data) == n_bn + n_conv > 0
+        assert len({id(m) for m in fg.target_layers}) == len(fg.target_layers)
+        maps = compute_cams(model, torch.rand(2, 3, 64, 64), "fullgrad", targets=1)
+        assert maps.shape == (2, 64, 64) and torch.isfinite(maps).all()

@@ -23,6 +23,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+#: the executed runs of the other presets (``wsslib reproduce --preset real --in-place``)
+PRESET_RUNS = sorted((ROOT / "notebooks").glob("*/[0-9][0-9]_*.ipynb"))
 
 MAX_PNG_BYTES = 300 * 1024
 MAX_CELL_LINES = 25
@@ -169,18 +171,21 @@ def test_there_are_notebooks():
     assert len(NOTEBOOKS) >= 6, [p.name for p in NOTEBOOKS]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", NOTEBOOKS + PRESET_RUNS, ids=[f"{p.parent.name}/{p.stem}" for p in NOTEBOOKS + PRESET_RUNS])
 def test_committed_notebook_is_clean(path):
     problems = check_notebook(path)
     assert not problems, f"{path.name} (run `wsslib reproduce --in-place --only {path.name[:2]}`):\n  " + "\n  ".join(problems)
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", NOTEBOOKS + PRESET_RUNS, ids=[f"{p.parent.name}/{p.stem}" for p in NOTEBOOKS + PRESET_RUNS])
 def test_committed_notebook_ran_in_full_mode(path):
     """Written by ``wsslib reproduce --in-place`` without ``--smoke`` (its metadata says so)."""
     meta = nbformat.read(path, as_version=4).metadata.get("wsslib", {})
     assert meta.get("executed_by") == "wsslib reproduce --in-place", f"{path.name}: not written by wsslib reproduce --in-place"
     assert meta.get("smoke") is False, f"{path.name}: executed in smoke mode"
+    if path.parent.name != "notebooks":  # a preset's folder holds that preset's runs, with their results JSON
+        assert meta.get("parameters", {}).get("preset") == path.parent.name, f"{path}: not run with that preset"
+        assert path.with_suffix(".json").is_file(), f"{path}: its results JSON is missing"
 
 
 def test_the_checks_catch_each_problem(tmp_path):

@@ -82,19 +82,51 @@ CamMethod = Literal["gradcam", "xgradcam", "gradcam++", "hirescam", "fullgrad", 
 TargetsLike = int | Sequence[int] | torch.Tensor | np.ndarray | None
 """``None`` (each image's predicted class), one class for all images, or one class per image."""
 
+class LayerFixedFullGrad(FullGrad):
+    """pytorch-grad-cam's FullGrad with the layer list it gets wrong fixed (its maths unchanged).
+
+    pytorch-grad-cam collects FullGrad's layers by walking ``_modules`` recursively with an exact
+    type test, which (1) counts a module twice when a model also registers it under a second
+    name (every wsslib classifier registers its CAM ``target_layer`` beside ``features``: the
+    last stage's biases were counted twice, and ResNet50's raised a shape error) and (2) skips
+    subclasses such as timm's ``BatchNormAct2d`` (so EfficientNet-Lite got the input-gradient
+    term alone). Here each module counts once (``model.modules()``, registration order = forward
+    order for these backbones), every ``Conv2d`` with a bias and every ``BatchNorm2d`` subclass
+    count, and for a batch norm fused with its activation (``BatchNormAct2d``) the hooked tensor
+    is the batch-norm output *before* the activation (its ``drop`` module's output), whose
+    gradient is the gradient of the implicit bias, as FullGrad defines it.
+    """
+
+    def __init__(self, model: nn.Module, target_layers=None, reshape_transform=None) -> None:
+        hooked: list[nn.Module] = []
+        biases: list[np.ndarray] = []
+        for layer in model.modules():
+            if isinstance(layer, nn.BatchNorm2d) and layer.running_mean is not None:
+                drop = getattr(layer, "drop", None)
+                hooked.append(drop if isinstance(drop, nn.Module) and hasattr(layer, "act") else layer)
+            elif isinstance(layer, nn.Conv2d) and layer.bias is not None:
+                hooked.append(layer)
+            else:
+                continue
+            biases.append(self.get_bias_data(layer).cpu().numpy())
+        BaseCAM.__init__(self, model, hooked, reshape_transform, compute_input_gradient=True)
+        self.bias_data = biases
+
+
 METHODS: dict[str, type[BaseCAM]] = {
     "gradcam": GradCAM,
     "xgradcam": XGradCAM,
     "gradcam++": GradCAMPlusPlus,
     "hirescam": HiResCAM,
-    "fullgrad": FullGrad,
+    "fullgrad": LayerFixedFullGrad,
     "eigencam": EigenCAM,
     "layercam": LayerCAM,
 }
 """CAM method name -> pytorch-grad-cam class. Adding a method is adding one line here.
 
-``fullgrad`` ignores the model's target layer: pytorch-grad-cam's FullGrad hooks every
-``Conv2d`` / ``BatchNorm2d`` that has a bias (plus the input gradient), scales every channel of
+``fullgrad`` ignores the model's target layer: FullGrad (:class:`LayerFixedFullGrad`, pytorch-grad-cam's
+with its layer list fixed) hooks every ``Conv2d`` with a bias and every batch norm (plus the
+input gradient), scales every channel of
 every such layer to the image size on the CPU and sums them. It is by far the slowest method
 (tens of times Grad-CAM on a ResNet50) and uses no token reshaping, so on a ViT only the
 patch-embedding convolution contributes. ``eigencam`` ignores the targets (first principal
@@ -247,7 +279,7 @@ def _grad_cam_lib(
 ) -> torch.Tensor:
     """pytorch-grad-cam for a chunk ``x (b, 3, H, W)`` -> maps ``(b, H, W)`` on ``x``'s device."""
     cls = METHODS[method]
-    if cls is FullGrad:
+    if issubclass(cls, FullGrad):
         # FullGrad picks its own layers (every conv / BN with a bias) and must not get the ViT's
         # token reshaping, which would be applied to every one of those conv outputs.
         cam = cls(model=model, target_layers=[], reshape_transform=None)
