@@ -13,7 +13,7 @@ frames, its CAMs scored on the Kvasir-SEG test split (thresholds chosen on Polyp
 CCAM from the classifier's backbone (2 epochs) and from a small CNN from scratch (the scratch Lite0
 would cost 19 s per step on 2 cores and has nothing to start from). ``PRESETS["paper"]``: their
 setup, Oxford-IIIT Pet with ``model_name="resnet50", weights="imagenet", image_size=224,
-epochs=10, lr=1e-4, ccam_epochs=10, ccam_optimizer="sgd"`` (about 15 minutes on one GPU).
+epochs=10, lr=1e-4, ccam_epochs=10, ccam_optimizer="sgd"`` (GPU time not measured here).
 """
 
 from __future__ import annotations

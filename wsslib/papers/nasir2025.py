@@ -10,8 +10,8 @@ paper's comparison methods. The paper does not say whether its AAX accuracy coun
 scratch at 64 px; the paper's are ResNet50, EfficientNet-B0, DenseNet121 at 224 px, Adam 1e-4,
 batch 16, at most 50 epochs with patience 5). ``PRESETS["real"]``: PolypGen's real frames with
 the three ImageNet EfficientNet-Lites (Lite0, Lite1, Lite2), each trained as
-:data:`~wsslib.papers.settings.REAL_CLASSIFIER` says (about 4 minutes for the three on 2 CPU
-cores). ``PRESETS["paper"]``: the paper's TBX11K setup for a GPU (about 1 hour there).
+:data:`~wsslib.papers.settings.REAL_CLASSIFIER` says (measured on a shared 2-core CPU: 23 min
+for the notebook). ``PRESETS["paper"]``: the paper's TBX11K setup for a GPU (GPU time not measured here).
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ pooled over a fold, not a per-image Dice. Model A is their ResNet-34, model B th
 
 ``PRESETS``: ``cpu`` (two small CNNs from scratch on synthetic images); ``real`` (PolypGen's real
 frames, ImageNet EfficientNet-Lite0 and Lite1 as models A and B, trained as
-:data:`~wsslib.papers.settings.REAL_CLASSIFIER` says, 3 folds: about 10 minutes on 2 CPU cores);
+:data:`~wsslib.papers.settings.REAL_CLASSIFIER` says, 3 folds: 23 min measured on a shared 2-core CPU);
 ``paper`` (BraTS 2020 at 128 px, ImageNet ResNet-34 and ResNet-50; the paper gives no optimiser or
-epochs: Adam 1e-4, batch 32, 20 epochs with patience 5 here; minutes on one GPU).
+epochs: Adam 1e-4, batch 32, 20 epochs with patience 5 here; GPU time not measured here).
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 ``PRESETS["cpu"]``: the small CNN from scratch on 1000 synthetic images at 128 px, 12 epochs,
 XGrad-CAM, the threshold chosen on validation. ``PRESETS["real"]``: the ImageNet EfficientNet-Lite0
 on PolypGen's real frames (:data:`~wsslib.papers.settings.REAL_CLASSIFIER`: frozen early stages,
-cached features; about 2 minutes on 2 CPU cores). ``PRESETS["paper"]``: no paper defines this
+cached features; 207 s measured on a shared 2-core CPU). ``PRESETS["paper"]``: no paper defines this
 walk-through; it is the AAX paper's single classifier (ResNet50, ImageNet, 224 px, Adam 1e-4,
-batch 16, at most 50 epochs, patience 5) on PolypGen, for a GPU (a few minutes there).
+batch 16, at most 50 epochs, patience 5) on PolypGen, for a GPU (GPU time not measured here).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ PRESETS = ("cpu", "real", "paper")
 #: compared on *validation* data only (PolypGen valid accuracy; Grad-CAM Dice on Kvasir-SEG valid
 #: at its best threshold): freezing stages 0-2 only, 10 epochs: Lite0 0.883 / 0.509, Lite1
 #: 0.817 / 0.464, against 0.867 / 0.538 and 0.850 / 0.442 here, at 2-5 times the time: not taken.
-#: About 70-80 s per classifier on 2 idle cores.
+#: 67-81 s per classifier measured in the probe (PolypGen train, 2 cores).
 REAL_CLASSIFIER: dict[str, Any] = {
     "image_size": 224, "weights": "imagenet", "freeze": "blocks.3", "lr": 3e-4, "batch_size": 16, "epochs": 8,
     "one_cycle": False, "dropout": 0.5,
