@@ -232,48 +232,58 @@ def cache_prefix_features(
     dtype: torch.dtype = torch.float16,
     batch_size: int = 16,
     max_bytes: float | None = None,
-) -> torch.Tensor:
+    progress: bool = False,
+) -> torch.Tensor | list[torch.Tensor]:
     """The prefix's output for every image (and its flip variants), stored on the CPU.
 
     Args:
-        prefix: the frozen prefix (run in eval mode; its mode is restored).
+        prefix: the frozen prefix (run in eval mode; its mode is restored). It returns one
+            tensor ``(B, C, h, w)`` or a list of them (a multi-scale encoder, e.g.
+            :class:`wsslib.models.encoder_unet.PretrainedEncoder`).
         images: ``(N, 3, H, W)`` in [0, 1].
         flips: cache the four flip variants (:func:`flip_variants`) instead of the image only.
         device: where the prefix runs.
         dtype: storage type (float16 halves the memory; values beyond its range raise).
         batch_size: images per forward pass (flip variants included; small batches run faster on CPU).
         max_bytes: raise :class:`MemoryError` before computing when the cache would be larger.
+        progress: tqdm bar over the batches.
 
     Returns:
-        ``(N, 4, C, h, w)`` with ``flips``, else ``(N, C, h, w)``, of ``dtype``.
+        ``(N, 4, C, h, w)`` with ``flips``, else ``(N, C, h, w)``, of ``dtype``; a list of such
+        tensors (one per output) when the prefix returns a list.
     """
+    from tqdm.auto import tqdm
+
     was = prefix.training
     prefix.eval()
     try:
         n = len(images)
         probe = prefix(images[:1].to(device))
-        shape = (n, 4, *probe.shape[1:]) if flips else (n, *probe.shape[1:])
-        nbytes = torch.Size(shape).numel() * torch.empty(0, dtype=dtype).element_size()
+        multi = not isinstance(probe, torch.Tensor)
+        probes = list(probe) if multi else [probe]
+        shapes = [(n, 4, *p.shape[1:]) if flips else (n, *p.shape[1:]) for p in probes]
+        nbytes = sum(torch.Size(s).numel() for s in shapes) * torch.empty(0, dtype=dtype).element_size()
         if max_bytes is not None and nbytes > max_bytes:
             raise MemoryError(
-                f"the feature cache {tuple(shape)} {dtype} would take {nbytes / 2**30:.2f} GB > the limit "
-                f"{max_bytes / 2**30:.2f} GB: freeze fewer blocks, use fewer or smaller images, raise "
+                f"the feature cache {[tuple(s) for s in shapes]} {dtype} would take {nbytes / 2**30:.2f} GB > the "
+                f"limit {max_bytes / 2**30:.2f} GB: freeze fewer blocks, use fewer or smaller images, raise "
                 "cache_max_gb, or set cache_features=False")
-        out = torch.empty(shape, dtype=dtype)
+        outs = [torch.empty(s, dtype=dtype) for s in shapes]
         step = max(1, batch_size // 4) if flips else batch_size
         cl = torch.channels_last  # 1.5-2x faster convolutions on CPU (measured, Lite0 prefix); same values up to rounding
-        for i in range(0, n, step):
+        for i in tqdm(range(0, n, step), desc="caching frozen features", disable=not progress, leave=False):
             x = images[i:i + step].to(device)
-            if flips:
-                f = prefix(flip_variants(x).flatten(0, 1).contiguous(memory_format=cl))
-                f = f.reshape(len(x), 4, *f.shape[1:])
-            else:
-                f = prefix(x.contiguous(memory_format=cl))
-            f = f.to("cpu", dtype)
-            if not torch.isfinite(f).all():
-                raise OverflowError(f"prefix features do not fit {dtype} (max |value| "
-                                    f"{prefix(x).abs().max().item():.3g}); use cache_dtype='float32'")
-            out[i:i + len(x)] = f
-        return out
+            fs = prefix(flip_variants(x).flatten(0, 1).contiguous(memory_format=cl) if flips
+                        else x.contiguous(memory_format=cl))
+            for out, f in zip(outs, list(fs) if multi else [fs]):
+                if flips:
+                    f = f.reshape(len(x), 4, *f.shape[1:])
+                g = f.to("cpu", dtype)
+                if not torch.isfinite(g).all():
+                    raise OverflowError(f"prefix features do not fit {dtype} (max |value| "
+                                        f"{f.float().abs().max().item():.3g}); use cache_dtype='float32'")
+                f = g
+                out[i:i + len(x)] = f
+        return outs if multi else outs[0]
     finally:
         prefix.train(was)

@@ -20,6 +20,7 @@ from wsslib.methods.gaze.protocol import (
     VARIANTS,
     GazeConfig,
     GazeExperiment,
+    encoder_cache,
     figure_columns,
     gaze_supervision,
     pseudo_mask_rows,
@@ -36,16 +37,19 @@ from wsslib.methods.gaze.pseudomasks import (
     pseudo_masks,
 )
 from wsslib.methods.gaze.training import (
+    EncoderCache,
     MultiLevelTrainConfig,
     MultiLevelTrainResult,
+    cache_encoder_features,
     multilevel_loss,
     predict,
     train_multilevel,
 )
 
 __all__ = [
-    "CANVAS", "KVASIR_LEVELS", "PAPER_SIGMA_FRAC", "SXY_REFERENCE_SIDE", "VARIANTS", "GazeConfig", "GazeExperiment",
-    "MultiLevelTrainConfig", "MultiLevelTrainResult", "PseudoMaskSet", "crf_refine", "default_levels", "figure_columns",
+    "CANVAS", "EncoderCache", "KVASIR_LEVELS", "PAPER_SIGMA_FRAC", "SXY_REFERENCE_SIDE", "VARIANTS", "GazeConfig", "GazeExperiment",
+    "MultiLevelTrainConfig", "MultiLevelTrainResult", "PseudoMaskSet", "cache_encoder_features", "crf_refine", "default_levels",
+    "encoder_cache", "figure_columns",
     "gaze_heatmaps", "gaze_heatmaps_batched", "gaze_supervision", "hierarchical_masks", "map_scores",
     "multilevel_loss", "predict", "pseudo_mask_rows", "pseudo_masks", "reference_heatmap", "run_gaze_experiment",
     "score_gaze_models", "train_gaze_variants", "train_multilevel",

@@ -12,7 +12,7 @@ can score already-trained models with :func:`score_gaze_models`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -23,10 +23,18 @@ from wsslib.core.errors import DataError
 from wsslib.evaluate import baselines
 from wsslib.evaluate.metrics import segmentation_scores
 from wsslib.methods.gaze.pseudomasks import PseudoMaskSet, hierarchical_masks, map_scores, pseudo_masks
-from wsslib.methods.gaze.training import MultiLevelTrainConfig, MultiLevelTrainResult, predict, train_multilevel
+from wsslib.methods.gaze.training import (
+    EncoderCache,
+    MultiLevelTrainConfig,
+    MultiLevelTrainResult,
+    cache_encoder_features,
+    predict,
+    train_multilevel,
+)
+from wsslib.models.encoder_unet import EncoderMultiLevelUNet
 
-__all__ = ["CANVAS", "SXY_REFERENCE_SIDE", "VARIANTS", "GazeConfig", "GazeExperiment", "figure_columns", "gaze_supervision",
-           "pseudo_mask_rows", "run_gaze_experiment", "score_gaze_models", "train_gaze_variants"]
+__all__ = ["CANVAS", "SXY_REFERENCE_SIDE", "VARIANTS", "GazeConfig", "GazeExperiment", "encoder_cache", "figure_columns",
+           "gaze_supervision", "pseudo_mask_rows", "run_gaze_experiment", "score_gaze_models", "train_gaze_variants"]
 
 CANVAS = 768
 """Side in px of the paper code's heatmap canvas: ``sigma`` is given in its pixels."""
@@ -72,6 +80,10 @@ class GazeConfig:
         lam_warmup: fraction of the iterations over which ``lam`` ramps up; 0 (the paper's code,
             and what notebook 01 measured to be no worse than a ramp over a third).
         eval_every: iterations between validations (``None``: ``max(1, iterations // 12)``).
+        encoder: ``None`` (the paper's UNets from scratch, ``widths``) or a pretrained encoder
+            (``"efficientnet_lite0"``: frozen, features cached once for every variant, one
+            :class:`~wsslib.models.encoder_unet.FPNDecoder` per level; the ``real`` preset).
+        decoder_width: the decoders' channels (with ``encoder``); ``feat_ch`` their feature width.
     """
 
     image_size: int = 128
@@ -98,6 +110,8 @@ class GazeConfig:
     eval_every: int | None = None
     widths: tuple[int, ...] = (8, 16, 32, 64)
     feat_ch: int = 16
+    encoder: str | None = None
+    decoder_width: int = 64
 
     def __post_init__(self) -> None:
         bad = [v for v in self.variants if v not in VARIANTS]
@@ -127,7 +141,7 @@ class GazeConfig:
             iterations=self.iterations, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer, lam=self.lam,
             consistency=VARIANTS[variant], lam_warmup=self.lam_warmup,
             eval_every=self.eval_every or max(1, self.iterations // 12), widths=tuple(self.widths),
-            feat_ch=self.feat_ch, seed=seed)
+            feat_ch=self.feat_ch, encoder=self.encoder, decoder_width=self.decoder_width, seed=seed)
 
     def variant_name(self, variant: str) -> str:
         """The table row of a variant, e.g. ``"2 UNets + consistency + LPP"``."""
@@ -214,8 +228,12 @@ def train_gaze_variants(
     seed: int = 0,
     device: str | torch.device = "auto",
     progress: bool = False,
+    cache: EncoderCache | None = None,
 ) -> dict[str, MultiLevelTrainResult]:
     """Train ``config.variants`` on ``train``'s pseudo-masks, each selected on ``valid``'s true masks.
+
+    With ``config.encoder`` the frozen encoder's features of ``train`` (four flips) and ``valid``
+    are computed once (or taken from ``cache``, :func:`encoder_cache`) and shared by every variant.
 
     Returns:
         ``{row name: MultiLevelTrainResult}`` in the order of ``config.variants``; every variant
@@ -224,13 +242,27 @@ def train_gaze_variants(
     maps = train.refined if config.pseudo == "refined" else train.heatmaps
     levels = hierarchical_masks(maps, config.levels)
     v = valid.has_mask
+    if config.encoder and cache is None:
+        cache = encoder_cache(config, train, valid, device=device, progress=progress)
     out = {}
     for key in config.variants:
         masks = hierarchical_masks(maps, (config.single_threshold,)) if key == "single" else levels
         out[config.variant_name(key)] = train_multilevel(
             train.images, masks, config.train_config(key, seed), valid_images=valid.images[v],
-            valid_truth=valid.truth[v], device=device, progress=progress)
+            valid_truth=valid.truth[v], device=device, progress=progress, cache=cache)
     return out
+
+
+def encoder_cache(config: GazeConfig, train: PseudoMaskSet, valid: PseudoMaskSet, *,
+                  device: str | torch.device = "auto", progress: bool = False) -> EncoderCache:
+    """The frozen ``config.encoder``'s features of ``train``'s images (four flips) and of
+    ``valid``'s images with a mask (:func:`~wsslib.methods.gaze.cache_encoder_features`), to share
+    between variants and seeds (:func:`train_gaze_variants` ``cache=``)."""
+    if not config.encoder:
+        raise ValueError("encoder_cache needs config.encoder (a pretrained encoder name)")
+    probe = EncoderMultiLevelUNet(levels=1, encoder=config.encoder, width=8, feat_ch=8)
+    return cache_encoder_features(probe, train.images, valid.images[valid.has_mask], device=device,
+                                  progress=progress)
 
 
 def _native(maps: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
@@ -306,6 +338,8 @@ class GazeExperiment:
         results: row name -> :class:`MultiLevelTrainResult` (model, validation history, steps).
         test_probs: row name -> ``(N, S, S)`` test probabilities (test images with a mask).
         share: the centre prior's foreground share.
+        seed: the seed every variant was trained with.
+        cache: the frozen encoder's cached features (``config.encoder``), reused by :meth:`seed_spread`.
     """
 
     config: GazeConfig
@@ -315,6 +349,37 @@ class GazeExperiment:
     results: dict[str, MultiLevelTrainResult]
     test_probs: dict[str, torch.Tensor] = field(default_factory=dict)
     share: float = 0.0
+    seed: int = 0
+    cache: EncoderCache | None = None
+
+    def seed_spread(self, seeds: Sequence[int], variants: Sequence[str] = ("single", "none", "lpp"), *,
+                    device: str | torch.device = "auto", progress: bool = False) -> list[dict]:
+        """Test Dice of ``variants`` over ``seeds`` (this experiment's own seed is reused, the
+        others are trained the same way: weights, batch order and flips change with the seed).
+
+        Returns:
+            one row per variant: ``method``, ``seeds``, ``dice`` (per seed, in ``seeds`` order),
+            ``dice_mean``, ``dice_std`` (population standard deviation over the seeds),
+            ``dice_min``, ``dice_max``; the checkpoints chosen on validation as always.
+        """
+        variants = [v for v in variants if v in self.config.variants] or list(variants)
+        per_seed: dict[int, dict[str, float]] = {}
+        for sd in seeds:
+            if sd == self.seed and all(self.name(v) in self.results for v in variants):
+                per_seed[sd] = {self.name(v): self.score(self.name(v)) for v in variants}
+                continue
+            cfg = replace(self.config, variants=tuple(variants))
+            res = train_gaze_variants(cfg, self.data["train"], self.data["valid"], seed=sd, device=device,
+                                      progress=progress, cache=self.cache)
+            rows, _ = score_gaze_models(res, self.data["test"], cfg, share=self.share)
+            per_seed[sd] = {r["method"]: float(r["dice"]) for r in rows if r["method"] in res}
+        out = []
+        for v in variants:
+            d = torch.tensor([per_seed[sd][self.name(v)] for sd in seeds], dtype=torch.float64)
+            out.append({"method": self.name(v), "seeds": list(seeds), "dice": [round(float(x), 4) for x in d],
+                        "dice_mean": float(d.mean()), "dice_std": float(d.std(unbiased=False)),
+                        "dice_min": float(d.min()), "dice_max": float(d.max())})
+        return out
 
     def name(self, variant: str) -> str:
         """The row name of a variant key (``"single"``, ``"none"``, ``"plain"``, ``"lpp"``)."""
@@ -388,7 +453,10 @@ def run_gaze_experiment(
     data = dict(data)
     train = data["train"]
     share = baselines.mean_foreground_share(train.truth[train.has_mask])
-    results = train_gaze_variants(config, train, data["valid"], seed=seed, device=device, progress=progress)
+    cache = encoder_cache(config, train, data["valid"], device=device, progress=progress) if config.encoder else None
+    results = train_gaze_variants(config, train, data["valid"], seed=seed, device=device, progress=progress,
+                                  cache=cache)
     seg_rows, probs = score_gaze_models(results, data["test"], config, share=share)
     return GazeExperiment(config=config, data=data, pseudo_mask_rows=pseudo_mask_rows(data, config),
-                          segmentation_rows=seg_rows, results=results, test_probs=probs, share=share)
+                          segmentation_rows=seg_rows, results=results, test_probs=probs, share=share, seed=seed,
+                          cache=cache)

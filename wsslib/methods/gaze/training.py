@@ -24,13 +24,15 @@ from tqdm import tqdm
 
 from wsslib.core.errors import ShapeError
 from wsslib.core.utils import check_shape, resolve_device, rng_scope
-from wsslib.data.augment import FlipAugment
+from wsslib.data.augment import FlipAugment, flip_batch
 from wsslib.evaluate.metrics import segmentation_scores
 from wsslib.models.training import TrainResult
+from wsslib.models.encoder_unet import EncoderMultiLevelUNet
+from wsslib.models.finetune import cache_prefix_features
 from wsslib.models.unet import MultiLevelUNet, UNet
 
-__all__ = ["Consistency", "MultiLevelTrainConfig", "MultiLevelTrainResult", "multilevel_loss", "predict",
-           "train_multilevel"]
+__all__ = ["Consistency", "EncoderCache", "MultiLevelTrainConfig", "MultiLevelTrainResult", "cache_encoder_features",
+           "multilevel_loss", "predict", "train_multilevel"]
 
 Consistency = Literal["lpp", "plain", "none"]
 
@@ -91,7 +93,7 @@ def multilevel_loss(
 
 @torch.no_grad()
 def predict(
-    model: MultiLevelUNet | UNet,
+    model: MultiLevelUNet | EncoderMultiLevelUNet | UNet,
     images: torch.Tensor,
     batch_size: int = 16,
     device: str | torch.device | None = None,
@@ -100,7 +102,8 @@ def predict(
     """Foreground probabilities ``sigmoid(mean of the levels' logits)``.
 
     Args:
-        model: a :class:`MultiLevelUNet` (or a single :class:`UNet`).
+        model: a :class:`MultiLevelUNet` or
+            :class:`~wsslib.models.encoder_unet.EncoderMultiLevelUNet` (or a single :class:`UNet`).
         images: ``(B, 3, H, W) float32`` in [0, 1].
         batch_size: images per forward pass.
         device: where to run (``None``: the model's device); the model is moved there.
@@ -121,7 +124,7 @@ def predict(
     try:
         for s in range(0, images.shape[0], batch_size):
             x = images[s : s + batch_size].to(dev, torch.float32)
-            lg = model.predict_logits(x) if isinstance(model, MultiLevelUNet) else model(x)[0][:, 0]
+            lg = model.predict_logits(x) if hasattr(model, "predict_logits") else model(x)[0][:, 0]
             if sizes is None:
                 out.append(torch.sigmoid(lg).float().cpu())
             else:
@@ -134,9 +137,85 @@ def predict(
     return out if sizes is not None else torch.cat(out)
 
 
-def _valid_dice(model: MultiLevelUNet, images: torch.Tensor, truth: torch.Tensor, batch_size: int) -> float:
-    prob = predict(model, images, batch_size=batch_size)
+def _valid_dice(model: MultiLevelUNet | EncoderMultiLevelUNet, images: torch.Tensor, truth: torch.Tensor,
+                batch_size: int, cached: list[torch.Tensor] | None = None) -> float:
+    if cached is None:
+        prob = predict(model, images, batch_size=batch_size)
+    else:  # decoders on the cached encoder features of the validation images
+        dev = next(p for p in model.parameters() if p.requires_grad).device
+        was = model.training
+        model.eval()
+        probs = []
+        with torch.no_grad():
+            for s in range(0, images.shape[0], batch_size):
+                feats = [c[s:s + batch_size].to(dev, torch.float32) for c in cached]
+                probs.append(torch.sigmoid(model.decode(feats, images.shape[-2:])[0].mean(1)).float().cpu())
+        model.train(was)
+        prob = torch.cat(probs)
     return float(segmentation_scores(prob > 0.5, truth.cpu())["dice"])
+
+
+@dataclass
+class EncoderCache:
+    """A frozen encoder's features of a training split (four flip variants) and a validation split.
+
+    Attributes:
+        encoder: the encoder's name (a cache only fits models with that encoder).
+        train: per scale ``(N, 4, C_k, h_k, w_k)`` (flip variant ``h + 2 v``, see
+            :func:`wsslib.models.finetune.flip_variants`).
+        valid: per scale ``(V, C_k, h_k, w_k)``, or ``None``.
+        image_size: ``(H, W)`` of the images they were computed from.
+        seconds: time taken to compute them.
+    """
+
+    encoder: str
+    train: list[torch.Tensor]
+    valid: list[torch.Tensor] | None
+    image_size: tuple[int, int]
+    seconds: float = 0.0
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the cached tensors."""
+        ts = self.train + (self.valid or [])
+        return sum(t.numel() * t.element_size() for t in ts)
+
+
+def cache_encoder_features(
+    model: EncoderMultiLevelUNet,
+    images: torch.Tensor,
+    valid_images: torch.Tensor | None = None,
+    *,
+    flips: bool = True,
+    dtype: torch.dtype = torch.float16,
+    device: str | torch.device | None = "auto",
+    progress: bool = False,
+) -> EncoderCache:
+    """Run ``model.encoder`` once over the training images (and their flips) and the validation
+    images, for :func:`train_multilevel` (``cache=``): computed once, shared by every variant and seed.
+
+    Args:
+        model: an :class:`~wsslib.models.encoder_unet.EncoderMultiLevelUNet` (its frozen encoder is used).
+        images: ``(N, 3, S, S)`` training images in [0, 1].
+        valid_images: ``(V, 3, S, S)`` or ``None``.
+        flips: cache the four flip variants of the training images (needed for ``config.flips``).
+        dtype: storage type (float16: half the memory).
+        device: where the encoder runs.
+        progress: tqdm bars.
+
+    Returns:
+        :class:`EncoderCache`.
+    """
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    enc = model.encoder.to(dev)
+    tr = cache_prefix_features(enc, images, flips=flips, device=dev, dtype=dtype, progress=progress)
+    if not flips:  # (N, C, h, w) -> (N, 1, C, h, w): variant 0 only
+        tr = [t[:, None] for t in tr]
+    va = None if valid_images is None else cache_prefix_features(enc, valid_images, flips=False, device=dev,
+                                                                 dtype=dtype, progress=progress)
+    return EncoderCache(encoder=enc.name, train=list(tr), valid=None if va is None else list(va),
+                        image_size=tuple(images.shape[-2:]), seconds=time.perf_counter() - t0)
 
 
 
@@ -162,7 +241,14 @@ class MultiLevelTrainConfig:
         eval_every: iterations between validations (``None``: ``max(1, iterations // 20)``).
         flips: random horizontal and vertical flips (:class:`~wsslib.data.augment.FlipAugment`).
         widths, feat_ch: :class:`~wsslib.models.unet.UNet` size (the paper's:
-            :func:`~wsslib.models.unet.paper_config`).
+            :func:`~wsslib.models.unet.paper_config`); ``feat_ch`` is also the decoders'
+            feature width with an ``encoder``.
+        encoder: ``None`` (the paper's UNets, from scratch) or a pretrained encoder name
+            (``"efficientnet_lite0"``...): an :class:`~wsslib.models.encoder_unet.EncoderMultiLevelUNet`
+            whose frozen encoder's features are computed once per image and flip
+            (:func:`cache_encoder_features`) and whose decoders train on them.
+        encoder_weights: the encoder's weights (``"imagenet"``; ``None`` for tests).
+        decoder_width: the decoders' pyramid channels (with ``encoder``).
         seed: seeds the initial weights, the batch order and the flips.
     """
 
@@ -177,6 +263,9 @@ class MultiLevelTrainConfig:
     flips: bool = True
     widths: tuple[int, ...] = (16, 32, 64, 128)
     feat_ch: int = 32
+    encoder: str | None = None
+    encoder_weights: Literal["imagenet"] | None = "imagenet"
+    decoder_width: int = 64
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -222,11 +311,12 @@ class MultiLevelTrainResult(TrainResult):
 
 
 def _optimizer(model: torch.nn.Module, cfg: MultiLevelTrainConfig):
+    params = [p for p in model.parameters() if p.requires_grad]  # a pretrained encoder stays frozen
     if cfg.optimizer == "adam":
         lr = 1e-3 if cfg.lr is None else cfg.lr
-        return torch.optim.Adam(model.parameters(), lr=lr), lr / 10
+        return torch.optim.Adam(params, lr=lr), lr / 10
     lr = 1e-2 if cfg.lr is None else cfg.lr
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.99, nesterov=True, weight_decay=4e-4)
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.99, nesterov=True, weight_decay=4e-4)
     return opt, 1e-4
 
 
@@ -237,7 +327,8 @@ def train_multilevel(
     *,
     valid_images: torch.Tensor | None = None,
     valid_truth: torch.Tensor | None = None,
-    model: MultiLevelUNet | None = None,
+    model: MultiLevelUNet | EncoderMultiLevelUNet | None = None,
+    cache: EncoderCache | None = None,
     device: str | torch.device | None = "auto",
     progress: bool = True,
 ) -> MultiLevelTrainResult:
@@ -263,6 +354,8 @@ def train_multilevel(
         valid_images: ``(V, 3, S, S)``; ``None`` keeps the last weights (no selection).
         valid_truth: ``(V, S, S) bool`` true masks of the validation images.
         model: continue from this model instead of building one from ``config``.
+        cache: the frozen encoder's features of ``images`` (and ``valid_images``) from
+            :func:`cache_encoder_features` (with ``config.encoder``; computed here when ``None``).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         progress: tqdm bar.
 
@@ -286,16 +379,40 @@ def train_multilevel(
     dev = resolve_device(device)
     t0 = time.perf_counter()
     with rng_scope(cfg.seed):
-        if model is None:
+        if model is None and cfg.encoder:
+            model = EncoderMultiLevelUNet(levels=m, encoder=cfg.encoder, weights=cfg.encoder_weights,
+                                          width=cfg.decoder_width, feat_ch=cfg.feat_ch)
+        elif model is None:
             model = MultiLevelUNet(levels=m, widths=tuple(cfg.widths), feat_ch=cfg.feat_ch)
         if model.levels != m:
             raise ShapeError(f"model has {model.levels} levels but masks has {m}")
-        res = _train(model.to(dev).train(), images, masks, valid_images, valid_truth, cfg, dev, progress)
+        if isinstance(model, EncoderMultiLevelUNet):
+            if cache is None:
+                cache = cache_encoder_features(model, images, valid_images, flips=cfg.flips, device=dev,
+                                               progress=progress)
+            _check_cache(cache, model, images, valid_images, cfg.flips)
+        elif cache is not None:
+            raise ValueError("cache= needs a model with a pretrained encoder (config.encoder)")
+        res = _train(model.to(dev).train(), images, masks, valid_images, valid_truth, cfg, dev, progress, cache)
     res.seconds = time.perf_counter() - t0
     return res
 
 
-def _train(model, images, masks, valid_images, valid_truth, cfg: MultiLevelTrainConfig, dev, progress):
+def _check_cache(cache: EncoderCache, model: EncoderMultiLevelUNet, images: torch.Tensor,
+                 valid_images: torch.Tensor | None, flips: bool) -> None:
+    if cache.encoder != model.encoder.name or cache.train[0].shape[0] != images.shape[0] \
+            or tuple(cache.image_size) != tuple(images.shape[-2:]):
+        raise ShapeError(f"cache holds {cache.encoder} features of {cache.train[0].shape[0]} images at "
+                         f"{cache.image_size}; the model's encoder is {model.encoder.name} and there are "
+                         f"{images.shape[0]} images at {tuple(images.shape[-2:])}")
+    if flips and cache.train[0].shape[1] != 4:
+        raise ShapeError("config.flips needs a cache of the four flip variants (cache_encoder_features(flips=True))")
+    if valid_images is not None and (cache.valid is None or cache.valid[0].shape[0] != valid_images.shape[0]):
+        raise ShapeError("the cache holds no features of these validation images")
+
+
+def _train(model, images, masks, valid_images, valid_truth, cfg: MultiLevelTrainConfig, dev, progress,
+           cache: EncoderCache | None = None):
     """The loop of :func:`train_multilevel` (inside its ``rng_scope``)."""
     n, m = images.shape[0], masks.shape[1]
     opt, eta_min = _optimizer(model, cfg)
@@ -314,10 +431,17 @@ def _train(model, images, masks, valid_images, valid_truth, cfg: MultiLevelTrain
         if order.numel() < cfg.batch_size:
             order = torch.cat([order, torch.randperm(n, generator=gen)])
         idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        x, y = images[idx].to(dev, torch.float32), masks[idx].to(dev)
-        if cfg.flips:
-            x, y = flip(x, y)
-        logits, prop = model.forward_train(x, propagate=propagate)
+        if cache is None:
+            x, y = images[idx].to(dev, torch.float32), masks[idx].to(dev)
+            if cfg.flips:
+                x, y = flip(x, y)
+            logits, prop = model.forward_train(x, propagate=propagate)
+        else:  # the same flips as the image path, taken from the cached variants
+            fh, fv = flip.draw(len(idx)) if cfg.flips else (torch.zeros(len(idx), dtype=torch.bool),) * 2
+            var = fh.long() + 2 * fv.long()
+            feats = [c[idx, var].to(dev, torch.float32) for c in cache.train]
+            y = flip_batch(masks[idx], fh, fv).to(dev)
+            logits, prop = model.decode(feats, images.shape[-2:], propagate=propagate)
         lam_it = cfg.lam * min(1.0, it / warm) if warm > 0 else cfg.lam
         loss, parts = multilevel_loss(logits, y, prop, lam=lam_it, consistency=cfg.consistency)
         opt.zero_grad(set_to_none=True)
@@ -330,7 +454,8 @@ def _train(model, images, masks, valid_images, valid_truth, cfg: MultiLevelTrain
         steps["consistency"].append(parts["consistency"])
         steps["lam"].append(lam_it)
         if valid_images is not None and (it % eval_every == 0 or it == cfg.iterations):
-            dice = _valid_dice(model, valid_images, valid_truth, batch_size=max(cfg.batch_size, 16))
+            dice = _valid_dice(model, valid_images, valid_truth, batch_size=max(cfg.batch_size, 16),
+                               cached=None if cache is None else cache.valid)
             history.append({"epoch": len(history), "iteration": it, "valid_dice": dice})
             if dice > best_dice:
                 best_dice, best_it, best_k = dice, it, len(history) - 1
