@@ -198,8 +198,9 @@ class PeakMemory:
     workers it starts, e.g. data-loader processes) and keeps the largest **sum**. Where the OS
     reports it (Linux), each process counts its proportional set size (PSS: shared pages split
     between the processes sharing them), so forked workers do not count the kernel's pages
-    again; elsewhere the resident set size (RSS), which does. Peaks shorter than ``interval``
-    can be missed. Without
+    again; elsewhere the resident set size (RSS), which does. The wait between polls is
+    ``interval`` or 10 times what the last poll took, whichever is longer (the monitor's own CPU
+    use stays near 10 % of a core); peaks shorter than that can be missed. Without
     psutil: ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``, the RSS of the largest single
     finished child so far, which cannot go down between notebooks (an upper bound for later
     ones). ``method`` says which one was used; ``peak_mib`` is None when neither works.
@@ -229,6 +230,7 @@ class PeakMemory:
     def _poll(self, psutil, pss: bool) -> None:
         me = psutil.Process()
         while True:
+            t0 = time.perf_counter()
             total = 0
             try:
                 children = me.children(recursive=True)
@@ -240,7 +242,11 @@ class PeakMemory:
                 except psutil.Error:  # it ended meanwhile
                     pass
             self._peak_bytes = max(self._peak_bytes, total)
-            if self._stop.wait(self.interval):
+            # reading a big process's PSS (/proc/<pid>/smaps) costs tens of ms: wait at least 10x
+            # what the poll took, so that the monitor keeps to ~10 % of one core (measured: a fixed
+            # 0.1 s took 38 % of a core beside a 5 GB kernel, slowing the notebook it measures)
+            cost = time.perf_counter() - t0
+            if self._stop.wait(max(self.interval, 10 * cost)):
                 break
 
     def __enter__(self) -> "PeakMemory":
@@ -251,7 +257,7 @@ class PeakMemory:
         if psutil is not None:
             pss = self._pss_works(psutil)
             self.method = (f"psutil: peak of the summed {'PSS' if pss else 'RSS'} of the kernel process tree, "
-                           f"polled every {self.interval:g} s")
+                           f"polled every {self.interval:g} s or more (10x the poll's cost)")
             self._thread = threading.Thread(target=self._poll, args=(psutil, pss), daemon=True)
             self._thread.start()
         else:
@@ -612,7 +618,12 @@ def write_back(runs: Sequence[NotebookRun], results_dir: str | os.PathLike, *, s
         result = Path(results_dir) / f"{r.stem}.json"
         if dest_dir is not None and result.is_file():
             tmp = target.with_name(f".{result.name}.tmp")
-            tmp.write_bytes(result.read_bytes())
+            absdir = Path(results_dir).resolve()
+            try:  # a committed JSON names no machine's absolute path
+                rel = absdir.relative_to(Path(PROJECT_ROOT).resolve()).as_posix()
+            except ValueError:
+                rel = "results"
+            tmp.write_text(result.read_text().replace(json.dumps(str(absdir))[1:-1], rel))
             os.replace(tmp, target.with_name(result.name))
         written.append(target)
     return written
