@@ -288,7 +288,7 @@ def test_fake_kvasir_manifest_layout(tmp_path):
     s = ds[1]
     assert s.image.shape == (40, 50, 3) and s.mask.shape == (40, 50) and s.mask.sum() > 100
     np.testing.assert_array_equal(s.boxes, [[17, 12, 33, 28]])
-    assert s.gaze.shape == (6, 3) and s.gaze.dtype == np.float32
+    assert s.gaze.shape == (6, 3) and s.gaze.dtype == np.float64
     np.testing.assert_allclose(s.gaze[0], [0.5, 0.5, 200])
 
 

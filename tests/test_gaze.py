@@ -4,18 +4,28 @@ and the protocol (gaze_supervision, run_gaze_experiment) on tiny data."""
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from wsslib.data import generate_synthetic, get_dataset
 from wsslib.core.errors import DataError, ShapeError
 from wsslib.methods.gaze import (
+    KVASIR_LEVELS,
+    NCI_ISBI_LEVELS,
+    NCI_ISBI_SIGMA_FRAC,
+    PAPER_SIGMA_FRAC,
     GazeConfig,
     PseudoMaskSet,
+    crf_params_for,
     crf_refine,
+    crf_sxy_for,
+    dataset_settings,
     default_levels,
+    default_workers,
     gaze_heatmaps,
     gaze_heatmaps_batched,
     hierarchical_masks,
@@ -26,6 +36,9 @@ from wsslib.methods.gaze import (
     score_gaze_models,
 )
 from wsslib.methods.gaze import gaze_supervision
+
+#: reference_heatmap's settings that the infinite-canvas fast path approximates (its earlier reference)
+INFINITE_REF = {"mode": "constant", "snap": "floor", "interpolation": "bilinear", "float16": False}
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +51,16 @@ def synthetic_gaze():
 
 
 def test_separable_matches_reference_on_synthetic(synthetic_gaze):
+    """The fast path (paper canvas, default) is the published function (reference defaults);
+    the infinite-canvas variant equals its own reference."""
     sizes = [(64, 64), (48, 80), (90, 60)]  # square and both aspect ratios
     for fix, size in zip(synthetic_gaze["gaze"][1:4], sizes):
         sep = gaze_heatmaps([fix], [size])[0]
         ref = reference_heatmap(fix, size)
         assert sep.shape == ref.shape == size
-        assert float((sep - ref).abs().max()) < 1e-2
+        assert float((sep - ref).abs().max()) < 1e-3
+        inf = gaze_heatmaps([fix], [size], canvas="infinite")[0]
+        assert float((inf - reference_heatmap(fix, size, **INFINITE_REF)).abs().max()) < 1e-2
 
 
 def test_separable_matches_reference_on_real_kvasir(shared_data):
@@ -53,7 +70,9 @@ def test_separable_matches_reference_on_real_kvasir(shared_data):
         assert s.gaze is not None and s.gaze.shape[1] == 3
         sep = gaze_heatmaps([s.gaze], [s.image.shape[:2]])[0]
         ref = reference_heatmap(s.gaze, s.image.shape[:2])
-        assert float((sep - ref).abs().max()) < 1e-2
+        assert float((sep - ref).abs().max()) < 1e-3  # measured: ~3e-4 (float16 rounding included)
+        inf = gaze_heatmaps([s.gaze], [s.image.shape[:2]], canvas="infinite")[0]
+        assert float((inf - reference_heatmap(s.gaze, s.image.shape[:2], **INFINITE_REF)).abs().max()) < 1e-2
 
 
 def test_min_max_range_and_batched_equals_list(synthetic_gaze):
@@ -76,25 +95,30 @@ def test_zero_fixations_give_zero_map_without_nan():
     assert torch.all(reference_heatmap(np.zeros((0, 3)), (5, 7)) == 0)
 
 
-def test_peak_at_the_fixation_x_is_column_y_is_row():
+@pytest.mark.parametrize("canvas", ["infinite", "paper"])
+def test_peak_at_the_fixation_x_is_column_y_is_row(canvas):
     h, w = 40, 80
     row, col = 30, 20
     fix = np.array([[(col + 0.5) / w, (row + 0.5) / h, 250.0]])  # at a pixel centre
-    m = gaze_heatmaps([fix], (h, w))[0]
+    m = gaze_heatmaps([fix], (h, w), canvas=canvas)[0]
     assert divmod(int(m.argmax()), w) == (row, col)
-    # sigma is a fraction of each side: same relative fall-off along rows and columns
-    m = gaze_heatmaps([np.array([[50.5 / 100, 25.5 / 50, 1.0]])], (50, 100), sigma_frac=0.1)[0]
-    assert abs(float(m[25, 50 + 10]) - float(m[25 + 5, 50])) < 1e-3
+    # sigma is a fraction of each side: same relative fall-off along rows and columns (the paper's
+    # canvas snaps the fixation to one of its 768 pixels: a little asymmetry)
+    m = gaze_heatmaps([np.array([[50.5 / 100, 25.5 / 50, 1.0]])], (50, 100), sigma_frac=0.1, canvas=canvas)[0]
+    assert abs(float(m[25, 50 + 10]) - float(m[25 + 5, 50])) < (1e-3 if canvas == "infinite" else 5e-3)
 
 
-def test_duration_weighting():
+@pytest.mark.parametrize("canvas", ["infinite", "paper"])
+def test_duration_weighting(canvas):
+    """Each fixation weighs its duration (the paper's notebook adds the duration, not 1)."""
     fix = np.array([[0.1, 0.1, 100.0], [0.9, 0.9, 300.0]])  # far apart: Gaussians barely overlap
     h = w = 100
-    m = gaze_heatmaps([fix], (h, w), sigma_frac=0.05)[0]
-    assert float(m[90, 90]) == pytest.approx(1.0, abs=1e-3)
-    assert float(m[10, 10]) == pytest.approx(1.0 / 3.0, abs=1e-2)
-    m = gaze_heatmaps([fix], (h, w), sigma_frac=0.05, use_duration=False)[0]
-    assert float(m[10, 10]) == pytest.approx(float(m[90, 90]), abs=1e-3)
+    m = gaze_heatmaps([fix], (h, w), sigma_frac=0.05, canvas=canvas)[0]
+    near_a, near_b = float(m[5:16, 5:16].max()), float(m[85:96, 85:96].max())  # the paper's canvas snaps
+    assert near_b == pytest.approx(1.0, abs=1e-3)
+    assert near_a == pytest.approx(1.0 / 3.0, abs=1e-2)
+    m = gaze_heatmaps([fix], (h, w), sigma_frac=0.05, use_duration=False, canvas=canvas)[0]
+    assert float(m[5:16, 5:16].max()) == pytest.approx(float(m[85:96, 85:96].max()), abs=1e-3)
 
 
 def test_bad_fixations_raise():
@@ -108,6 +132,100 @@ def test_bad_fixations_raise():
         gaze_heatmaps([np.array([[np.nan, 0.5, 1.0]])], (8, 8))
     with pytest.raises(ShapeError):
         gaze_heatmaps([np.zeros((1, 3))], [(8, 8), (4, 4)])
+
+
+def _renormalised(m: torch.Tensor) -> torch.Tensor:
+    """Min-max of a map over its own pixels (the fast path normalises the output, the published
+    function its canvas before the resize)."""
+    return (m - m.min()) / (m.max() - m.min())
+
+
+def _published_draw_heatmap(fix: np.ndarray, size: tuple[int, int], sigma: float = 70.0) -> np.ndarray:
+    """GazeMedSeg's released ``draw_heatmap`` (float32 canvas, duration at round(c * 768) - 1,
+    scipy's gaussian_filter with its defaults, min-max, cv2 bicubic), before its float16 cast."""
+    cv2 = pytest.importorskip("cv2")
+    from scipy import ndimage
+
+    canvas = np.zeros((768, 768), dtype=np.float32)
+    for p in np.asarray(fix, dtype=np.float64):
+        canvas[round(p[1] * 768) - 1, round(p[0] * 768) - 1] += p[2]
+    canvas = ndimage.gaussian_filter(canvas, sigma)
+    canvas = (canvas - np.min(canvas)) / ((np.max(canvas) - np.min(canvas)) * 1.0)
+    return cv2.resize(canvas, dsize=(size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+
+
+def test_reference_heatmap_is_the_published_function(synthetic_gaze):
+    """reference_heatmap's defaults reproduce draw_heatmap (cv2's bicubic = torch's to ~1e-6),
+    including a fixation at x = 0 (pixel -1: numpy wraps it to the last column)."""
+    fix = np.asarray(synthetic_gaze["gaze"][0], dtype=np.float64).copy()
+    fix[0, 0] = 0.0
+    for size in [(90, 120), (500, 333)]:
+        want = _published_draw_heatmap(fix, size)
+        got = reference_heatmap(fix, size, float16=False)
+        assert float((got - torch.from_numpy(want)).abs().max()) < 1e-5
+        half = reference_heatmap(fix, size)  # the published function's float16 result
+        assert torch.equal(half, half.half().float())
+        assert float((half - got).abs().max()) <= 2.5e-4
+    nci = _published_draw_heatmap(fix, (60, 80), sigma=50.0)
+    got = reference_heatmap(fix, (60, 80), sigma=50.0, float16=False)
+    assert float((got - torch.from_numpy(nci)).abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize(("side", "sigma_px", "size"), [(64, 6.0, (40, 50)), (64, 20.0, (64, 64)), (32, 9.0, (50, 70))])
+def test_paper_fast_path_is_scipy_reflect_exactly(side, sigma_px, size):
+    """On small canvases (fast): the fast path's map is scipy's reflect-mode filter resized
+    bicubically, to float32 precision, up to the min-max (canvas there, output here); kernels
+    shorter and longer (radius 80 > 64) than the canvas, fixations on every border."""
+    rng = np.random.default_rng(side + int(sigma_px))
+    fix = np.column_stack([rng.random(9), rng.random(9), rng.integers(50, 500, 9)]).astype(np.float64)
+    fix[:4, :2] = [[0.0, 1.0], [1.0, 0.0], [0.5 / side, 0.5], [0.5, (side - 0.5) / side]]
+    ref = _renormalised(reference_heatmap(fix, size, canvas=side, sigma=sigma_px, float16=False))
+    fast = gaze_heatmaps_batched([fix], size, sigma_frac=sigma_px / side, canvas_side=side)[0]
+    assert float((fast - ref).abs().max()) < 1e-5
+
+
+def test_reflect_at_a_border_fixation():
+    """scipy's reflect mirrors a fixation at the border back into the image: on the paper's canvas
+    a fixation at the left edge weighs about twice one in the middle (same duration); the
+    infinite canvas gives both the same peak. x = 0 lands on pixel -1, i.e. the RIGHT edge."""
+    h, w = 48, 64
+    fix = np.array([[1.0 / 768, 0.5, 100.0], [0.5, 0.5, 100.0]])  # canvas pixel 0 and the middle
+    paper = gaze_heatmaps([fix], (h, w))[0]
+    inf = gaze_heatmaps([fix], (h, w), canvas="infinite")[0]
+    assert float((paper - _renormalised(reference_heatmap(fix, (h, w), float16=False))).abs().max()) < 1e-5
+    # min-max on the 48 x 64 output rather than the 768 px canvas: the peak's samples lie up to 8
+    # canvas px from it (12-16 canvas px per output px); ~3e-4 at Kvasir-SEG's ~1.5
+    assert float((paper - reference_heatmap(fix, (h, w))).abs().max()) < 1e-2
+    row = h // 2
+    assert float(paper[row, 0]) > 0.99 and float(paper[row, w // 2]) < 0.6
+    assert float(inf[row, :3].max()) > 0.95 and float(inf[row, w // 2 - 2: w // 2 + 2].max()) > 0.95
+    # round(0 * 768) - 1 = -1: numpy's last pixel, as the published code
+    wrapped = gaze_heatmaps([np.array([[0.0, 0.5, 100.0]])], (h, w))[0]
+    assert int(wrapped[row].argmax()) == w - 1
+    ref = reference_heatmap(np.array([[0.0, 0.5, 100.0]]), (h, w), float16=False)
+    assert float((wrapped - _renormalised(ref)).abs().max()) < 1e-5
+    assert int(gaze_heatmaps([np.array([[0.0, 0.5, 100.0]])], (h, w), canvas="infinite")[0][row].argmax()) == 0
+
+
+def test_paper_canvas_rejects_fixations_outside_it():
+    far = np.array([[1.01, 0.5, 100.0]])  # round(1.01 * 768) - 1 = 775: the published code raises IndexError
+    with pytest.raises(DataError, match="canvas"):
+        gaze_heatmaps([far], (16, 16))
+    with pytest.raises(DataError, match="canvas"):
+        reference_heatmap(far, (16, 16))
+    assert float(gaze_heatmaps([far], (16, 16), canvas="infinite")[0].max()) == 1.0
+    with pytest.raises(ValueError, match="canvas"):
+        gaze_heatmaps([far], (16, 16), canvas="square")
+
+
+def test_heatmap_doctests():
+    import doctest
+
+    from wsslib.methods.gaze import crf, heatmaps, pseudomasks
+
+    for mod in (heatmaps, crf, pseudomasks):
+        r = doctest.testmod(mod)
+        assert r.failed == 0 and r.attempted > 0, mod.__name__
 
 
 # ---------------------------------------------------------------------------- CRF
@@ -246,14 +364,32 @@ def test_real_kvasir_crf_pseudo_masks_all_1000_images(shared_data):
 def test_bench_gaze_record(capsys):
     from wsslib.apps.bench.gaze import main, run
 
-    rec = run(n=3, reference_subset=1)
-    assert set(rec) >= {"images", "reference_s", "reference_images_timed", "separable_s", "speedup", "max_abs_diff"}
-    assert rec["images"] == 3 and rec["reference_images_timed"] == 1
-    assert rec["max_abs_diff"] < 1e-2 and rec["speedup"] > 0
+    rec = run(n=3, reference_subset=2)
+    assert set(rec) >= {"images", "reference_s", "reference_images_timed", "separable_s", "speedup", "max_abs_diff",
+                        "mean_max_abs_diff", "infinite_s", "infinite_max_abs_diff", "infinite_mean_max_abs_diff",
+                        "goal_max_abs_diff", "goal_speedup", "meets_goals", "dataset"}
+    assert rec["images"] == 3 and rec["reference_images_timed"] == 2
+    assert rec["max_abs_diff"] < 1e-2 and rec["speedup"] > 0 and rec["mean_max_abs_diff"] <= rec["max_abs_diff"]
     assert torch.get_num_threads() >= 1
     main(["--n", "2", "--reference-subset", "1"])
     line = capsys.readouterr().out.strip().splitlines()
     assert len(line) == 1 and line[0].startswith("{")
+
+
+def test_bench_crf_record(capsys):
+    """``wsslib bench crf`` on a few small images: one process vs 2 workers, identical masks."""
+    import json
+
+    from wsslib.apps.bench.crf import main, run
+
+    rec = run(n=8, workers=2, max_side=48, size=16)
+    assert set(rec) >= {"images", "workers", "one_process_s", "all_cores_s", "speedup", "identical", "crf_dice",
+                        "goal_speedup", "meets_goal", "dataset", "max_side"}
+    assert rec["images"] == 8 and rec["workers"] == 2 and rec["identical"] is True
+    assert rec["goal_speedup"] == 1.8 and rec["speedup"] > 0 and 0.0 <= rec["crf_dice"] <= 1.0
+    assert main(["--n", "2", "--max-side", "32", "--size", "8", "--workers", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["identical"] is True
 
 
 # ---------------------------------------------------------------------------- min-max, sxy scaling
@@ -268,20 +404,89 @@ def test_heatmap_min_max_is_the_exact_formula(synthetic_gaze):
     gx = torch.exp(-((cols[:, None] - fix[None, :, 0]) ** 2) / (2 * sig**2))
     raw = (gy * fix[None, :, 2]) @ gx.T
     want = (raw - raw.min()) / (raw.max() - raw.min())
-    got = gaze_heatmaps_batched([fix], (h, w))[0]
+    got = gaze_heatmaps_batched([fix], (h, w), canvas="infinite")[0]
     torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
     assert float(got.max()) == 1.0 and float(got.min()) == 0.0
 
 
 def test_crf_sxy_scales_with_the_image_side():
-    """sxy_reference_side=512: each image's CRF gets sxy * max(H, W) / 512 (GazeConfig's rule)."""
+    """The default (sxy_reference_side=512): each image's CRF gets sxy * max(H, W) / 512
+    (crf_params_for, GazeConfig's rule); None keeps sxy in px of each image."""
     ds = list(get_dataset("synthetic", split="valid", n=24, size=48))[:3]
-    scaled = pseudo_masks(ds, size=32, crf=True, crf_params={"sxy": 80.0}, sxy_reference_side=512, progress=False)
-    direct = pseudo_masks(ds, size=32, crf=True, crf_params={"sxy": 80.0 * 48 / 512}, progress=False)
-    torch.testing.assert_close(scaled.refined, direct.refined)
+    scaled = pseudo_masks(ds, size=32, crf=True, crf_params={"sxy": 80.0}, progress=False)
+    explicit = pseudo_masks(ds, size=32, crf=True, crf_params={"sxy": 80.0}, sxy_reference_side=512, progress=False)
+    direct = pseudo_masks(ds, size=32, crf=True, crf_params={"sxy": 80.0 * 48 / 512}, sxy_reference_side=None,
+                          progress=False)
+    assert torch.equal(scaled.refined, explicit.refined) and torch.equal(scaled.refined, direct.refined)
+    by_hand = crf_refine(ds[0].image, gaze_heatmaps([ds[0].gaze], (48, 48))[0], **crf_params_for((48, 48)))
+    torch.testing.assert_close(F.interpolate(by_hand[None, None], size=(32, 32), mode="bilinear",
+                                             align_corners=False)[0, 0].clamp(0, 1), scaled.refined[0])
     kept = pseudo_masks(ds, size=32, crf=False, keep_native_truth={str(ds[1].id)}, progress=False)
     assert kept.native_truth[0] is None and kept.native_truth[1].shape == (48, 48)
     assert np.array_equal(kept.native_truth[1], ds[1].mask)
+
+
+def test_crf_params_for():
+    """One rule for the CRF's position scale: 80 px per 512 px of the image's longer side."""
+    assert crf_sxy_for((435, 512)) == 80.0 and crf_sxy_for((512, 300, 3)) == 80.0
+    assert crf_sxy_for((128, 96)) == 20.0 and crf_sxy_for((128, 96), reference_side=None) == 80.0
+    assert crf_sxy_for((100, 50), sxy=40.0, reference_side=200) == 20.0
+    p = crf_params_for((256, 256), {"max_side": 128, "iters": 5})
+    assert p == {"sxy": 40.0, "srgb": 13.0, "compat": 1.0, "iters": 5, "max_side": 128}
+    assert crf_params_for((1024, 768))["sxy"] == 160.0
+    with pytest.raises(ValueError, match="unknown CRF"):
+        crf_params_for((8, 8), {"sxyz": 3})
+    with pytest.raises(ValueError, match="unknown CRF"):
+        pseudo_masks([], size=8, crf_params={"bogus": 1}, progress=False)
+
+
+class _CountingPool(ProcessPoolExecutor):
+    started = 0
+
+    def __init__(self, *args, **kwargs):
+        type(self).started += 1
+        super().__init__(*args, **kwargs)
+
+
+def test_pseudo_masks_workers_give_identical_masks(monkeypatch):
+    """CRF in worker processes (spawned, pipelined chunks): the same bits as one process; no pool
+    for inputs below min_pool_images; torch's thread count restored."""
+    from wsslib.methods.gaze import pseudomasks
+
+    monkeypatch.setattr(pseudomasks, "ProcessPoolExecutor", _CountingPool)
+    ds = list(get_dataset("synthetic", split="valid", n=80, size=40, seed=2))[:11]
+    kw = {"size": 24, "crf": True, "score_thresholds": (0.3, 0.5), "progress": False}
+    threads = torch.get_num_threads()
+    one = pseudo_masks(ds, workers=1, **kw)
+    assert _CountingPool.started == 0
+    many = pseudo_masks(ds, workers=2, chunk=4, min_pool_images=2, **kw)  # 3 chunks, the last of 3 images
+    assert _CountingPool.started == 1 and torch.get_num_threads() == threads
+    assert torch.equal(one.refined, many.refined) and torch.equal(one.masks, many.masks)
+    assert torch.equal(one.heatmaps, many.heatmaps) and one.scores == many.scores and one.ids == many.ids
+    small = pseudo_masks(ds[:3], workers=None, **kw)  # every core, but 3 < MIN_POOL_IMAGES: no pool
+    assert _CountingPool.started == 1 and torch.equal(small.refined, one.refined[:3])
+    assert default_workers() >= 1
+    with pytest.raises(ValueError, match="workers"):
+        pseudo_masks(ds[:2], workers=0, **kw)
+
+
+def test_dataset_settings_nci_isbi():
+    """The paper's per-data-set settings: NCI-ISBI sigma 50 / 768 and levels (0.2, 0.4)."""
+    s = dataset_settings("nci-isbi")
+    assert s["sigma_frac"] == pytest.approx(50 / 768) and s["levels"] == (0.2, 0.4) == NCI_ISBI_LEVELS
+    assert dataset_settings("kvasir-seg") == {"sigma_frac": PAPER_SIGMA_FRAC, "levels": KVASIR_LEVELS}
+    with pytest.raises(ValueError, match="no gaze settings"):
+        dataset_settings("imagenet")
+    cfg = GazeConfig.for_dataset("nci-isbi", image_size=32)
+    assert cfg.sigma == pytest.approx(50.0) and cfg.levels == (0.2, 0.4) and cfg.image_size == 32
+    assert cfg.sigma_frac == pytest.approx(NCI_ISBI_SIGMA_FRAC)
+    assert GazeConfig.for_dataset("kvasir-seg").sigma == pytest.approx(70.0)
+    assert GazeConfig().workers is None and GazeConfig().heatmap_canvas == "paper"
+    with pytest.raises(ValueError, match="heatmap_canvas"):
+        GazeConfig(heatmap_canvas="round")
+    fix = np.array([[0.3, 0.6, 200.0], [0.7, 0.2, 100.0]])
+    m = gaze_heatmaps([fix], (300, 400), sigma_frac=s["sigma_frac"])[0]  # ~2 canvas px per pixel
+    assert float((m - reference_heatmap(fix, (300, 400), sigma=50.0)).abs().max()) < 1e-3
 
 
 # ---------------------------------------------------------------------------- the protocol

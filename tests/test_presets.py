@@ -12,10 +12,10 @@ import pytest
 import data_fixtures as fx
 from wsslib.apps.cli import main
 from wsslib.apps.reproduce import defines_preset, find_notebooks, run_notebooks
-from wsslib.papers import deshpande, nasir2025, notebook_settings, ostrowski, quickstart, summary
+from wsslib.papers import deshpande, nasir2025, notebook_settings, ostrowski, quickstart, summary, zhong2024
 from wsslib.papers.settings import REAL_CLASSIFIER
 
-WITH_PRESETS = ("00", "02", "03", "04", "05")  # 01 gets its real and paper presets with the gaze issue
+WITH_PRESETS = ("00", "02", "03", "04", "05")  # the image-label notebooks; 01 (gaze) is tested below
 
 
 def _specs(nb: str, s) -> list:
@@ -58,7 +58,8 @@ def test_the_nasir_vit_swap_stays_from_scratch_in_the_real_preset():
     assert vit.weights is None and vit.train.freeze is None
 
 
-def test_a_notebook_without_the_preset_is_refused_or_skipped(capsys):
+def test_a_notebook_without_the_preset_is_refused_or_skipped(capsys, monkeypatch):
+    monkeypatch.setattr(zhong2024, "PRESETS", {"cpu": zhong2024.PRESETS["cpu"]})  # as if 01 had no real preset
     assert not defines_preset("01_gaze_heatmaps.ipynb", "real") and defines_preset("04_aax_decision.ipynb", "real")
     assert defines_preset("99_my_own.ipynb", "real")  # a user's notebook: not ours to judge
     with pytest.raises(ValueError, match="defines the presets"):
@@ -67,11 +68,25 @@ def test_a_notebook_without_the_preset_is_refused_or_skipped(capsys):
     assert "defines no 'real' preset" in capsys.readouterr().err
 
 
+def test_gaze_real_preset_is_a_frozen_pretrained_encoder_on_kvasir_with_two_seeds():
+    s = notebook_settings("01", {"preset": "real", "smoke": False})
+    cfg = zhong2024.gaze_config(s)
+    assert s.dataset == "kvasir-seg" and cfg.image_size == 224 and cfg.encoder == "efficientnet_lite0"
+    assert s.n_seeds == 2 and cfg.levels == (0.5, 0.3) and cfg.sigma == 70.0 and cfg.workers is None  # None: every core
+    assert cfg.train_config("lpp", 0).encoder == "efficientnet_lite0"
+    paper = zhong2024.gaze_config(notebook_settings("01", {"preset": "paper", "smoke": False}))
+    assert paper.encoder is None and paper.widths == (64, 128, 256, 512, 1024) and paper.feat_ch == 128
+    assert (paper.iterations, paper.batch_size, paper.optimizer, paper.lr) == (15000, 8, "sgd_paper", 1e-2)
+    assert paper.crf_max_side is None and paper.image_size == 224
+    smoke = notebook_settings("01", {"preset": "paper", "smoke": True, "iterations": 3})
+    assert smoke.iterations == 3 and smoke.widths == [64, 128, 256, 512, 1024] and smoke.given == ["iterations"]
+
+
 #: the paper preset's data set of each notebook, and the extra roots it needs (03: the paper's
 #: second data set, Decathlon prostate: the BraTS fixture is too small to have a validation split;
 #: 05: the synthetic set with gaze, as the Kvasir-SEG fixture lacks the official split's images)
-PAPER_DATA = {"00": ("polypgen",), "02": ("oxford-pets",), "03": ("decathlon-prostate",), "04": ("tbx11k",),
-              "05": ("synthetic",)}
+PAPER_DATA = {"00": ("polypgen",), "01": ("synthetic",), "02": ("oxford-pets",), "03": ("decathlon-prostate",),
+              "04": ("tbx11k",), "05": ("synthetic",)}
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +98,7 @@ def paper_runs(tmp_path_factory):
         fx.build_set(name, root / name)
     out = tmp_path_factory.mktemp("paper_runs")
     docs = {}
-    for nb in find_notebooks(only=list(WITH_PRESETS)):
+    for nb in find_notebooks(only=list(PAPER_DATA)):
         names = PAPER_DATA[nb.name[:2]]
         params = {"preset": "paper", "dataset": names[0], "data_root": str(root / names[0])}
         if names[0] == "synthetic":
@@ -103,3 +118,12 @@ def test_paper_preset_runs_with_a_step_cap(paper_runs, nb):
     assert p["dataset"] == PAPER_DATA[nb][0]
     histories = [r for rows in doc["tables"].values() if isinstance(rows, list) for r in rows if "best_epoch" in r]
     assert all(r["best_epoch"] == 0 for r in histories)  # one capped epoch each
+
+
+def test_gaze_paper_preset_runs_the_papers_unets_for_two_iterations(paper_runs):
+    doc = paper_runs["01"]
+    assert "error" not in doc, f"01 with preset='paper' failed: {doc.get('error')}"
+    p = doc["params"]
+    assert p["preset"] == "paper" and p["optimizer"] == "sgd_paper" and p["widths"] == [64, 128, 256, 512, 1024]
+    assert p["iterations"] == 2 and p["encoder"] is None
+    assert all(h["eval_iteration"][-1] == 2 for h in doc["history"].values())

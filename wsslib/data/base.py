@@ -32,7 +32,7 @@ class Sample:
         mask: ``(H, W) bool`` lesion mask, ``None`` when the set has no masks.
         boxes: ``(K, 4) float32`` boxes ``x_min, y_min, x_max, y_max`` in pixels of ``image``;
             ``(0, 4)`` when there are none.
-        gaze: ``(N, 3) float32`` fixations ``x`` (column), ``y`` (row), both normalised to
+        gaze: ``(N, 3)`` float fixations (float64 from the real sets' CSVs) ``x`` (column), ``y`` (row), normalised to
             [0, 1], and duration in ms; ``None`` when the set has no gaze.
         id: stable image id (the file stem for real sets).
     """

@@ -29,7 +29,7 @@ def read_fixations(path: str | Path) -> dict[str, np.ndarray]:
     """Fixations per image id.
 
     Returns:
-        ``{image stem: (N, 3) float32}`` rows ``x, y, duration ms`` in fixation order.
+        ``{image stem: (N, 3) float64}`` rows ``x, y, duration ms`` in fixation order.
 
     Raises:
         DataError: missing columns or non-numeric values (the message names the file).
@@ -47,5 +47,5 @@ def read_fixations(path: str | Path) -> dict[str, np.ndarray]:
     table = {}
     for stem, rows in rows_of.items():
         idx = np.array(rows)[np.argsort(order[rows], kind="stable")]
-        table[stem] = values[idx].astype(np.float32)
+        table[stem] = values[idx]  # float64: the CSV's values, so canvas-pixel rounding matches the published code
     return table

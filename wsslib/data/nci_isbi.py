@@ -68,7 +68,7 @@ class NCIISBI(RecordDataset):
             (``test.txt``) or ``"all"``.
 
     Samples: ``image (H, W, 3) uint8``, ``mask (H, W) bool``, boxes ``(0, 4)``,
-    ``gaze (N, 3) float32`` (x, y in [0, 1], duration ms) or ``None``.
+    ``gaze (N, 3) float64`` (x, y in [0, 1], duration ms) or ``None``.
 
     Raises:
         DatasetNotFoundError: the folder, ``images/``, ``masks/`` or a list file is missing.

@@ -172,7 +172,7 @@ class KvasirSEG(_PolypFolder):
         split: ``"train"`` (800), ``"valid"`` (100), ``"test"`` (100) or ``"all"``.
 
     Samples carry ``boxes (K, 4) float32`` in pixels of the image as read, and
-    ``gaze (N, 3) float32`` (x, y in [0, 1], duration ms) or ``None`` without a gaze file.
+    ``gaze (N, 3) float64`` (x, y in [0, 1], duration ms) or ``None`` without a gaze file.
 
     Raises:
         DatasetNotFoundError: the folder, its ``images/``, or images of the split are missing.
@@ -224,7 +224,7 @@ class KvasirSEG(_PolypFolder):
 
     @cached_property
     def _gaze_table(self) -> dict[str, np.ndarray] | None:
-        """id -> fixations ``(N, 3) float32`` (x, y, duration ms) in fixation order; None without a file."""
+        """id -> fixations ``(N, 3) float64`` (x, y, duration ms) in fixation order; None without a file."""
         path = self.root / "gaze" / "kvasir_fixation.csv"
         if not path.is_file():
             path = next(iter(sorted(self.root.rglob("kvasir_fixation.csv"))), None)

@@ -94,6 +94,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "unet_widths": [8, 16, 32, 64],
         "unet_feat_ch": 16,
         "unet_lam": 3.0,
+        "unet_encoder": None,  # None: the paper's UNets from scratch; a Lite name: frozen pretrained encoder
+        "unet_decoder_width": 64,
         "n_show": 4,
         "weights": None,
         "freeze": None,
@@ -109,7 +111,10 @@ PRESETS["real"] = {**PRESETS["cpu"], "dataset": "kvasir-seg", "n_images": None, 
                    "epochs": [_R["epochs"]] * 3, "lrs": [_R["lr"]] * 3, "batch_sizes": [_R["batch_size"]] * 3,
                    "dropout": _R["dropout"], "weights": _R["weights"], "freeze": _R["freeze"],
                    "one_cycle": _R["one_cycle"], "ccam_inits": ["classifier"], "ccam_epochs": 2,
-                   "gaze_train_max": 200}
+                   "gaze_train_max": None, "gaze_workers": None,
+                   # the gaze model of notebook 01's real preset (zhong2024.PRESETS["real"])
+                   **{f"unet_{k}": zhong2024.PRESETS["real"][k] for k in
+                      ("iterations", "batch_size", "eval_every", "feat_ch", "encoder", "decoder_width")}}
 PRESETS["paper"] = {**PRESETS["cpu"], "dataset": "kvasir-seg", "n_images": None, "image_size": 224,
                     "models": ["resnet50", "efficientnet_b0", "densenet121"], "epochs": [50, 50, 50],
                     "lrs": [1e-4, 1e-4, 1e-4], "batch_sizes": [16, 16, 16], "weights": "imagenet", "one_cycle": False,
@@ -126,7 +131,7 @@ _SMALL = {"k": 5, "cam_methods": ["gradcam", "gradcam++"], "ccam_epochs": 1, "n_
           "gaze_workers": 1, "unet_eval_every": 2}
 #: Smoke overlays of the other presets: the same code path, small images, one epoch / two steps.
 SMOKE_FOR: dict[str, dict[str, Any]] = {
-    "real": {**REAL_SMOKE, **_SMALL, "epochs": [1, 1, 1], "unet_iterations": 4},
+    "real": {**REAL_SMOKE, **_SMALL, "epochs": [1, 1, 1], "unet_iterations": 4, "unet_decoder_width": 16, "unet_feat_ch": 8},
     "paper": {**PAPER_SMOKE, **_SMALL, "epochs": [1, 1, 1], "batch_sizes": [8, 8, 8], "unet_iterations": 2,
               "unet_batch_size": 2},
 }
@@ -184,7 +189,8 @@ def configs(s: Mapping[str, Any]) -> SummaryConfigs:
                                   "levels": s["gaze_levels"], "sigma": s["gaze_sigma"], "crf_workers": s["gaze_workers"],
                                   "iterations": s["unet_iterations"], "batch_size": s["unet_batch_size"],
                                   "eval_every": s["unet_eval_every"], "widths": s["unet_widths"],
-                                  "feat_ch": s["unet_feat_ch"], "lam": s["unet_lam"]}, variants=("lpp",))
+                                  "feat_ch": s["unet_feat_ch"], "lam": s["unet_lam"], "encoder": s["unet_encoder"],
+                                  "decoder_width": s["unet_decoder_width"]}, variants=("lpp",))
     return SummaryConfigs(specs, cams, ens, aax, gaze)
 
 

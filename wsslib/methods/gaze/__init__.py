@@ -12,8 +12,15 @@ The pipeline, as in ``methods.md`` section 3, one module per step:
    (notebooks 01 and 05).
 """
 
-from wsslib.methods.gaze.crf import crf_refine
-from wsslib.methods.gaze.heatmaps import PAPER_SIGMA_FRAC, gaze_heatmaps, gaze_heatmaps_batched, reference_heatmap
+from wsslib.methods.gaze.crf import PAPER_CRF, crf_params_for, crf_refine, crf_sxy_for
+from wsslib.methods.gaze.heatmaps import (
+    NCI_ISBI_SIGMA_FRAC,
+    PAPER_CANVAS,
+    PAPER_SIGMA_FRAC,
+    gaze_heatmaps,
+    gaze_heatmaps_batched,
+    reference_heatmap,
+)
 from wsslib.methods.gaze.protocol import (
     CANVAS,
     SXY_REFERENCE_SIDE,
@@ -29,9 +36,13 @@ from wsslib.methods.gaze.protocol import (
     train_gaze_variants,
 )
 from wsslib.methods.gaze.pseudomasks import (
+    DATASET_SETTINGS,
     KVASIR_LEVELS,
+    NCI_ISBI_LEVELS,
     PseudoMaskSet,
+    dataset_settings,
     default_levels,
+    default_workers,
     hierarchical_masks,
     map_scores,
     pseudo_masks,
@@ -47,6 +58,8 @@ from wsslib.methods.gaze.training import (
 )
 
 __all__ = [
+    "DATASET_SETTINGS", "NCI_ISBI_LEVELS", "NCI_ISBI_SIGMA_FRAC", "PAPER_CANVAS", "PAPER_CRF", "crf_params_for",
+    "crf_sxy_for", "dataset_settings", "default_workers",
     "CANVAS", "EncoderCache", "KVASIR_LEVELS", "PAPER_SIGMA_FRAC", "SXY_REFERENCE_SIDE", "VARIANTS", "GazeConfig", "GazeExperiment",
     "MultiLevelTrainConfig", "MultiLevelTrainResult", "PseudoMaskSet", "cache_encoder_features", "crf_refine", "default_levels",
     "encoder_cache", "figure_columns",

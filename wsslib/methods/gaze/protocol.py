@@ -22,7 +22,15 @@ from torch import nn
 from wsslib.core.errors import DataError
 from wsslib.evaluate import baselines
 from wsslib.evaluate.metrics import segmentation_scores
-from wsslib.methods.gaze.pseudomasks import PseudoMaskSet, hierarchical_masks, map_scores, pseudo_masks
+from wsslib.methods.gaze.crf import SXY_REFERENCE_SIDE
+from wsslib.methods.gaze.heatmaps import PAPER_CANVAS, Canvas
+from wsslib.methods.gaze.pseudomasks import (
+    PseudoMaskSet,
+    dataset_settings,
+    hierarchical_masks,
+    map_scores,
+    pseudo_masks,
+)
 from wsslib.methods.gaze.training import (
     EncoderCache,
     MultiLevelTrainConfig,
@@ -36,11 +44,10 @@ from wsslib.models.encoder_unet import EncoderMultiLevelUNet
 __all__ = ["CANVAS", "SXY_REFERENCE_SIDE", "VARIANTS", "GazeConfig", "GazeExperiment", "encoder_cache", "figure_columns",
            "gaze_supervision", "pseudo_mask_rows", "run_gaze_experiment", "score_gaze_models", "train_gaze_variants"]
 
-CANVAS = 768
-"""Side in px of the paper code's heatmap canvas: ``sigma`` is given in its pixels."""
-
-SXY_REFERENCE_SIDE = 512
-"""``GazeConfig.crf_sxy`` is in px of an image whose longer side is this long (see there)."""
+CANVAS = PAPER_CANVAS
+"""Side in px of the paper code's heatmap canvas (768): ``sigma`` is given in its pixels.
+(``SXY_REFERENCE_SIDE``, 512, is :mod:`wsslib.methods.gaze.crf`'s: ``crf_sxy`` is in px of an
+image whose longer side is this long.)"""
 
 #: variant key -> consistency of :func:`~wsslib.methods.gaze.training.multilevel_loss`
 VARIANTS: dict[str, str] = {"single": "none", "none": "none", "plain": "plain", "lpp": "lpp"}
@@ -53,8 +60,11 @@ class GazeConfig:
     Attributes:
         image_size: training side ``S`` (the paper: 224).
         levels: pseudo-mask thresholds on the refined map (the paper: Kvasir-SEG ``(0.5, 0.3)``,
-            NCI-ISBI ``(0.2, 0.4)``; ``wsslib.papers.zhong2024.DATASET_SETTINGS``).
+            NCI-ISBI ``(0.2, 0.4)``; :meth:`for_dataset` sets both ``levels`` and ``sigma``).
         sigma: fixation Gaussian in px of the paper's 768 px canvas (Kvasir-SEG 70, NCI-ISBI 50).
+        heatmap_canvas: ``"paper"`` (the published heatmap: canvas pixels, reflection at the
+            borders) or ``"infinite"`` (the earlier fast path; see
+            :func:`~wsslib.methods.gaze.gaze_heatmaps_batched`).
         use_duration: weight fixations by duration (the paper), ``False`` counts them.
         crf: refine the heatmaps with the dense CRF (``False``: pseudo-masks from the heatmaps).
         crf_sxy: the CRF's position scale, in px of an image whose LONGER side is 512 px; each image
@@ -66,7 +76,7 @@ class GazeConfig:
             before: this is 05's rule, per image, for both.)
         crf_srgb, crf_compat, crf_iters: the paper's colour scale 13, Potts weight 1, 10 iterations.
         crf_max_side: run the CRF on copies at most this long (sxy scaled; ``None``: native).
-        workers: processes running the CRF.
+        workers: processes running the CRF (``None``: every core; the maps are the same bits).
         single_threshold: the pseudo-mask of the single-level baseline, and the threshold of the
             "CRF pseudo-mask of the test image" row.
         sweep: thresholds of the pseudo-mask table.
@@ -89,6 +99,7 @@ class GazeConfig:
     image_size: int = 128
     levels: tuple[float, ...] = (0.5, 0.3)
     sigma: float = 70.0
+    heatmap_canvas: Canvas = "paper"
     use_duration: bool = True
     crf: bool = True
     crf_sxy: float = 80.0
@@ -96,7 +107,7 @@ class GazeConfig:
     crf_compat: float = 1.0
     crf_iters: int = 10
     crf_max_side: int | None = 256
-    workers: int = 1
+    workers: int | None = None
     single_threshold: float = 0.5
     sweep: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     pseudo: Literal["refined", "heatmap"] = "refined"
@@ -123,6 +134,24 @@ class GazeConfig:
             raise ValueError(f"pseudo must be 'refined' or 'heatmap', got {self.pseudo!r}")
         if self.sigma <= 0 or self.image_size < 8:
             raise ValueError(f"sigma must be > 0 and image_size >= 8, got {self.sigma}, {self.image_size}")
+        if self.heatmap_canvas not in ("paper", "infinite"):
+            raise ValueError(f"heatmap_canvas must be 'paper' or 'infinite', got {self.heatmap_canvas!r}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be >= 1 or None (every core), got {self.workers}")
+
+    @classmethod
+    def for_dataset(cls, dataset: str, **overrides) -> GazeConfig:
+        """The config with the paper's ``sigma`` and ``levels`` for ``dataset``
+        (:func:`~wsslib.methods.gaze.dataset_settings`: Kvasir-SEG 70 px and ``(0.5, 0.3)``,
+        NCI-ISBI 50 px and ``(0.2, 0.4)``), then ``overrides``.
+
+        Example:
+            >>> c = GazeConfig.for_dataset("nci-isbi", image_size=64)
+            >>> c.sigma, c.levels, c.image_size
+            (50.0, (0.2, 0.4), 64)
+        """
+        s = dataset_settings(dataset)
+        return cls(**{"sigma": float(s["sigma_frac"]) * CANVAS, "levels": tuple(s["levels"]), **overrides})
 
     @property
     def sigma_frac(self) -> float:
@@ -188,7 +217,8 @@ def gaze_supervision(
     pm = pseudo_masks(tagged(), size=config.image_size, levels=config.levels, crf=config.crf,
                       sigma_frac=config.sigma_frac, crf_params=config.crf_params, score_thresholds=config.sweep,
                       use_duration=config.use_duration, progress=progress, workers=config.workers,
-                      sxy_reference_side=SXY_REFERENCE_SIDE, keep_native_truth=keep)
+                      sxy_reference_side=SXY_REFERENCE_SIDE, keep_native_truth=keep,
+                      heatmap_canvas=config.heatmap_canvas)
     out = {}
     for name in splits:
         idx = [i for i, s in enumerate(order) if s == name]

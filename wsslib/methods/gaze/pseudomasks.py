@@ -4,9 +4,12 @@ data set resized to ``S x S`` for training (:func:`wsslib.methods.gaze.train_mul
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Collection, Iterable, Sequence
+import os
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,14 +19,55 @@ from tqdm import tqdm
 from wsslib.core.errors import DataError, ShapeError
 from wsslib.core.utils import check_shape
 from wsslib.evaluate.metrics import SegmentationAccumulator
-from wsslib.methods.gaze.crf import crf_refine
-from wsslib.methods.gaze.heatmaps import PAPER_SIGMA_FRAC, gaze_heatmaps
+from wsslib.methods.densecrf import dense_crf
+from wsslib.methods.gaze.crf import SXY_REFERENCE_SIDE, crf_downscale, crf_params_for, crf_upscale
+from wsslib.methods.gaze.heatmaps import NCI_ISBI_SIGMA_FRAC, PAPER_SIGMA_FRAC, Canvas, gaze_heatmaps
 
-__all__ = ["KVASIR_LEVELS", "PseudoMaskSet", "default_levels", "hierarchical_masks", "map_scores", "pseudo_masks"]
+__all__ = ["DATASET_SETTINGS", "KVASIR_LEVELS", "MIN_POOL_IMAGES", "NCI_ISBI_LEVELS", "PseudoMaskSet",
+           "dataset_settings", "default_levels", "default_workers", "hierarchical_masks", "map_scores", "pseudo_masks"]
 
 KVASIR_LEVELS = (0.5, 0.3)
-"""The paper's two Kvasir-SEG thresholds (NCI-ISBI used ``(0.2, 0.4)``)."""
+"""The paper's two Kvasir-SEG thresholds."""
 
+NCI_ISBI_LEVELS = (0.2, 0.4)
+"""The paper's two NCI-ISBI thresholds (its code's order)."""
+
+DATASET_SETTINGS: dict[str, dict[str, Any]] = {
+    "kvasir-seg": {"sigma_frac": PAPER_SIGMA_FRAC, "levels": KVASIR_LEVELS},
+    "nci-isbi": {"sigma_frac": NCI_ISBI_SIGMA_FRAC, "levels": NCI_ISBI_LEVELS},
+    "synthetic": {"sigma_frac": PAPER_SIGMA_FRAC, "levels": KVASIR_LEVELS},
+}
+"""The paper code's gaze settings per data set (``methods.md`` section 3): heatmap sigma as a
+fraction of each side (70 / 768 for Kvasir-SEG, 50 / 768 for NCI-ISBI) and pseudo-mask levels.
+The synthetic set follows Kvasir-SEG (its gaze is simulated on polyp-like lesions)."""
+
+MIN_POOL_IMAGES = 8
+""":func:`pseudo_masks` starts CRF worker processes only for a chunk of at least this many images
+(a spawned worker takes ~0.5 s to start; the CRF ~0.1-0.4 s an image)."""
+
+
+def dataset_settings(dataset: str) -> dict[str, Any]:
+    """The paper's gaze settings of ``dataset``: ``{"sigma_frac": float, "levels": tuple}``.
+
+    Raises:
+        ValueError: a data set the paper did not use (pass ``sigma_frac`` and ``levels`` yourself).
+
+    Example:
+        >>> s = dataset_settings("nci-isbi")
+        >>> round(s["sigma_frac"] * 768), s["levels"]
+        (50, (0.2, 0.4))
+    """
+    try:
+        return dict(DATASET_SETTINGS[dataset])
+    except KeyError:
+        raise ValueError(f"no gaze settings for data set {dataset!r}; known: {sorted(DATASET_SETTINGS)} "
+                         "(pass sigma_frac and levels explicitly)") from None
+
+
+def default_workers() -> int:
+    """The cores this process may run on (``os.sched_getaffinity``, else ``os.cpu_count()``), at least 1."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, int(n or 1))
 
 
 def default_levels(m: int = 2) -> tuple[float, ...]:
@@ -163,9 +207,11 @@ def pseudo_masks(
     use_duration: bool = True,
     progress: bool = True,
     chunk: int = 32,
-    workers: int = 1,
-    sxy_reference_side: float | None = None,
+    workers: int | None = None,
+    sxy_reference_side: float | None = SXY_REFERENCE_SIDE,
     keep_native_truth: bool | Collection[str] = False,
+    heatmap_canvas: Canvas = "paper",
+    min_pool_images: int = MIN_POOL_IMAGES,
 ) -> PseudoMaskSet:
     """Heatmaps, CRF maps and hierarchical pseudo-masks of every sample, resized to ``S x S``.
 
@@ -177,51 +223,74 @@ def pseudo_masks(
         samples: a :class:`wsslib.data.WSSDataset` or any iterable of
             :class:`wsslib.data.Sample` with ``gaze``.
         size: side ``S`` of the outputs.
-        levels: thresholds of the ``m`` levels (:func:`default_levels`).
-        crf: refine with :func:`crf_refine` (``False``: pseudo-masks from the heatmaps).
-        sigma_frac: heatmap sigma as a fraction of each side.
-        crf_params: keyword arguments for :func:`crf_refine` (``sxy``, ``srgb``, ``compat``, ``iters``,
-            ``max_side``).
+        levels: thresholds of the ``m`` levels (:func:`default_levels`; per data set:
+            :func:`dataset_settings`).
+        crf: refine with the dense CRF (:func:`~wsslib.methods.gaze.crf_refine`; ``False``:
+            pseudo-masks from the heatmaps).
+        sigma_frac: heatmap sigma as a fraction of each side (per data set: :func:`dataset_settings`).
+        crf_params: keyword arguments for :func:`~wsslib.methods.gaze.crf_refine` (``sxy``, ``srgb``,
+            ``compat``, ``iters``, ``eps``, ``max_side``); missing ones are the paper's.
         score_thresholds: if given, also score heatmap and refined maps at these thresholds at
             native resolution (``PseudoMaskSet.scores``).
-        use_duration: duration-weighted fixations (see :func:`gaze_heatmaps_batched`).
+        use_duration: duration-weighted fixations (see :func:`~wsslib.methods.gaze.gaze_heatmaps_batched`).
         progress: tqdm bar over the images.
         chunk: images decoded and processed together.
-        workers: processes running the CRF in parallel (it takes ~0.3 s for a 512 x 450 image on
-            one core); 1 runs it in this process.
-        sxy_reference_side: when given, ``crf_params["sxy"]`` (default 80) is in pixels of an image
-            whose longer side is this long, and each image's CRF gets
-            ``sxy * max(H, W) / sxy_reference_side`` (:class:`~wsslib.methods.gaze.GazeConfig`
-            uses 512); ``None``: ``sxy`` in pixels of every image as it is.
+        workers: processes running the CRF in parallel (~0.1 s an image at ``max_side=256``, ~0.35 s
+            for a 512 x 450 image at native size, on one core). ``None`` (default): every core this
+            process may use (:func:`default_workers`); 1: in this process. The maps are the same bits
+            either way. The workers (``spawn`` context) import only numpy and pydensecrf
+            (:mod:`wsslib.methods.densecrf`); they start with the first chunk of at least
+            ``min_pool_images`` images (a smaller input runs in this process), and the next chunk is
+            read and its heatmaps computed while they refine the current one; meanwhile torch runs
+            on one thread in this process (restored on return).
+        sxy_reference_side: ``crf_params["sxy"]`` (default 80) is in pixels of an image whose longer
+            side is this long, and each image's CRF gets ``sxy * max(H, W) / sxy_reference_side``
+            (:func:`~wsslib.methods.gaze.crf_params_for`; default 512: the paper's 80 px on the
+            shared 512 px Kvasir-SEG copy, the same part of the image on any data set); ``None``:
+            ``sxy`` in pixels of every image as it is.
         keep_native_truth: keep the native-size true masks (``PseudoMaskSet.native_truth``) of
             every image (``True``) or of the images with these ids (e.g. the test split's only:
             1000 Kvasir-SEG masks at native size take ~300 MB).
+        heatmap_canvas: ``"paper"`` (the published heatmap) or ``"infinite"`` (see
+            :func:`~wsslib.methods.gaze.gaze_heatmaps_batched`).
+        min_pool_images: see ``workers``.
 
     Returns:
         :class:`PseudoMaskSet`.
 
     Raises:
         DataError: a sample has no gaze, or the set is empty.
+        ValueError: an unknown key in ``crf_params``, or ``workers < 1``.
     """
     levels = tuple(float(t) for t in levels)
     crf_params = dict(crf_params or {})
+    crf_params_for((1, 1), crf_params)  # unknown keys fail now, not in the first chunk
+    n_workers = default_workers() if workers is None else int(workers)
+    if n_workers < 1:
+        raise ValueError(f"workers must be >= 1 (or None for every core), got {workers}")
     thr_scores = tuple(float(t) for t in score_thresholds) if score_thresholds else ()
     accs = {kind: {t: SegmentationAccumulator() for t in thr_scores} for kind in ("heatmap", "refined")}
     total = len(samples) if hasattr(samples, "__len__") else None  # type: ignore[arg-type]
     it = iter(samples)
     images, heat, refined, truth, has_mask, ids, fixations, sizes, native = [], [], [], [], [], [], [], [], []
     bar = tqdm(total=total, desc="pseudo-masks" + (" + CRF" if crf else ""), disable=not progress)
-    # spawn, not fork: a process forked from one whose torch/OpenMP threads hold locks can hang
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) \
-        if crf and workers > 1 else None
+    runner = _CRFRunner(n_workers if crf else 1, min_pool_images)
+    threads = torch.get_num_threads()
+    if runner.workers > 1:  # the workers have the cores: one torch thread here avoids oversubscription
+        torch.set_num_threads(1)
     try:
-        _pseudo_mask_chunks(it, chunk, crf, crf_params, sigma_frac, use_duration, size, thr_scores, accs, pool, bar,
+        _pseudo_mask_chunks(it, chunk, crf, crf_params, sigma_frac, use_duration, size, thr_scores, accs, runner, bar,
                             (images, heat, refined, truth, has_mask, ids, fixations, sizes, native),
-                            sxy_reference_side, keep_native_truth)
+                            sxy_reference_side, keep_native_truth, heatmap_canvas)
+    except BrokenProcessPool as e:
+        raise RuntimeError(
+            f"pseudo_masks: the {runner.workers} CRF worker processes died. They are started with 'spawn', which "
+            "re-imports your main script: in a script, put the calls under `if __name__ == \"__main__\":`; or pass "
+            "workers=1 (one process, the same masks); or check memory (each worker holds one image)") from e
     finally:
         bar.close()
-        if pool is not None:
-            pool.shutdown()
+        runner.close()
+        torch.set_num_threads(threads)
     if not ids:
         raise DataError("pseudo_masks: the data set is empty")
     refined_t = torch.stack(refined)
@@ -242,67 +311,94 @@ def pseudo_masks(
     )
 
 
-def _crf_numpy(image: np.ndarray, heatmap: np.ndarray, params: dict) -> np.ndarray:
-    """:func:`crf_refine` with numpy in and out (for worker processes)."""
-    return crf_refine(image, heatmap, **params).numpy()
+class _CRFRunner:
+    """Runs :func:`~wsslib.methods.densecrf.dense_crf` jobs in this process or in a pool of
+    ``workers`` spawned processes, started with the first batch of at least ``min_pool_images``."""
 
+    def __init__(self, workers: int, min_pool_images: int) -> None:
+        self.workers = int(workers)
+        self.min_pool_images = max(1, int(min_pool_images))
+        self.pool: ProcessPoolExecutor | None = None
 
-def _crf_params_of(crf_params: dict, shape: tuple[int, int], reference: float | None) -> dict:
-    """``crf_params`` with ``sxy`` scaled to an image of ``shape`` (see ``sxy_reference_side``)."""
-    if reference is None:
-        return crf_params
-    return {**crf_params, "sxy": float(crf_params.get("sxy", 80.0)) * max(shape) / float(reference)}
+    def submit(self, jobs: list[tuple]) -> list[Callable[[], np.ndarray]]:
+        """Start ``jobs`` (``dense_crf`` argument tuples); return one callable per job giving its map."""
+        if self.pool is None and self.workers > 1 and len(jobs) >= self.min_pool_images:
+            # spawn, not fork: a process forked from one whose torch/OpenMP threads hold locks can hang
+            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+        if self.pool is None:
+            return [lambda job=job: dense_crf(*job) for job in jobs]  # run when asked, in order
+        return [self.pool.submit(dense_crf, *job).result for job in jobs]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = None
 
 
 def _keeps(keep: bool | Collection[str], sample_id: str) -> bool:
     return bool(keep) if isinstance(keep, bool) else sample_id in keep
 
 
-def _pseudo_mask_chunks(it, chunk, crf, crf_params, sigma_frac, use_duration, size, thr_scores, accs, pool, bar, out,
-                        sxy_reference_side=None, keep_native_truth=False):
-    """The body of :func:`pseudo_masks`: fills the lists in ``out`` chunk by chunk."""
-    images, heat, refined, truth, has_mask, ids, fixations, sizes, native = out
+def _pseudo_mask_chunks(it, chunk, crf, crf_params, sigma_frac, use_duration, size, thr_scores, accs, runner, bar, out,
+                        sxy_reference_side=None, keep_native_truth=False, heatmap_canvas="paper"):
+    """The body of :func:`pseudo_masks`: fills the lists in ``out`` chunk by chunk.
+
+    Chunk ``k + 1`` is read, its heatmaps computed and its CRF jobs queued before chunk ``k``'s
+    results are collected, so worker processes never wait for this one.
+    """
+    pending = None
     while True:
         batch = [s for _, s in zip(range(chunk), it)]
-        if not batch:
+        current = None
+        if batch:
+            for s in batch:
+                if s.gaze is None:
+                    raise DataError(f"sample {s.id!r} has no gaze fixations: pseudo_masks needs a data set with gaze")
+            maps = gaze_heatmaps([s.gaze for s in batch], [s.image.shape[:2] for s in batch], sigma_frac, None,
+                                 use_duration, canvas=heatmap_canvas)
+            results = None
+            if crf:
+                jobs = []
+                for s, hm in zip(batch, maps):
+                    p = crf_params_for(s.image.shape, crf_params, sxy_reference_side)
+                    img_s, heat_s, sxy_s = crf_downscale(s.image, hm, p["sxy"], p.get("max_side"))
+                    jobs.append((img_s, heat_s, sxy_s, p["srgb"], p["compat"], p["iters"], p.get("eps", 1e-5)))
+                results = runner.submit(jobs)
+            current = (batch, maps, results)
+        if pending is not None:
+            _collect(*pending, size, thr_scores, accs, bar, out, keep_native_truth)
+        if current is None:
             break
-        for s in batch:
-            if s.gaze is None:
-                raise DataError(f"sample {s.id!r} has no gaze fixations: pseudo_masks needs a data set with gaze")
-        batch_sizes = [s.image.shape[:2] for s in batch]
-        maps = gaze_heatmaps([s.gaze for s in batch], batch_sizes, sigma_frac, None, use_duration)
-        if not crf:
-            refs = maps
-        elif pool is not None:
-            params = [_crf_params_of(crf_params, hw, sxy_reference_side) for hw in batch_sizes]
-            jobs = pool.map(_crf_numpy, [s.image for s in batch], [m.numpy() for m in maps], params)
-            refs = [torch.from_numpy(r) for r in jobs]
+        pending = current
+
+
+def _collect(batch, maps, results, size, thr_scores, accs, bar, out, keep_native_truth) -> None:
+    """Resize one chunk's maps to ``S x S``, score them and append everything to ``out``."""
+    images, heat, refined, truth, has_mask, ids, fixations, sizes, native = out
+    for k, (s, hm) in enumerate(zip(batch, maps)):
+        ref = hm if results is None else crf_upscale(results[k](), s.image.shape[:2])
+        if s.mask is not None and thr_scores:
+            m = torch.from_numpy(np.ascontiguousarray(s.mask))[None]
+            for t in thr_scores:
+                accs["heatmap"][t].update((hm > t)[None], m)
+                accs["refined"][t].update((ref > t)[None], m)
+        img = torch.from_numpy(np.ascontiguousarray(s.image)).permute(2, 0, 1).float().div_(255.0)
+        images.append(_resize(img, size, antialias=True).clamp_(0.0, 1.0))
+        both = _resize(torch.stack([hm, ref]), size, antialias=False).clamp_(0.0, 1.0)
+        heat.append(both[0])
+        refined.append(both[1])
+        if s.mask is not None:
+            mk = torch.from_numpy(np.ascontiguousarray(s.mask))[None, None].float()
+            truth.append(F.interpolate(mk, size=(size, size), mode="nearest")[0, 0] > 0.5)
         else:
-            refs = [crf_refine(s.image, hm, **_crf_params_of(crf_params, hw, sxy_reference_side))
-                    for s, hm, hw in zip(batch, maps, batch_sizes)]
-        for s, hm, ref in zip(batch, maps, refs):
-            if s.mask is not None and thr_scores:
-                m = torch.from_numpy(np.ascontiguousarray(s.mask))[None]
-                for t in thr_scores:
-                    accs["heatmap"][t].update((hm > t)[None], m)
-                    accs["refined"][t].update((ref > t)[None], m)
-            img = torch.from_numpy(np.ascontiguousarray(s.image)).permute(2, 0, 1).float().div_(255.0)
-            images.append(_resize(img, size, antialias=True).clamp_(0.0, 1.0))
-            both = _resize(torch.stack([hm, ref]), size, antialias=False).clamp_(0.0, 1.0)
-            heat.append(both[0])
-            refined.append(both[1])
-            if s.mask is not None:
-                mk = torch.from_numpy(np.ascontiguousarray(s.mask))[None, None].float()
-                truth.append(F.interpolate(mk, size=(size, size), mode="nearest")[0, 0] > 0.5)
-            else:
-                truth.append(torch.zeros((size, size), dtype=torch.bool))
-            has_mask.append(s.mask is not None)
-            ids.append(str(s.id))
-            fixations.append(np.asarray(s.gaze, dtype=np.float32))
-            sizes.append(tuple(int(v) for v in s.image.shape[:2]))
-            keep = s.mask is not None and _keeps(keep_native_truth, str(s.id))
-            native.append(np.ascontiguousarray(s.mask, dtype=bool) if keep else None)
-            bar.update(1)
+            truth.append(torch.zeros((size, size), dtype=torch.bool))
+        has_mask.append(s.mask is not None)
+        ids.append(str(s.id))
+        fixations.append(np.asarray(s.gaze, dtype=np.float32))
+        sizes.append(tuple(int(v) for v in s.image.shape[:2]))
+        keep = s.mask is not None and _keeps(keep_native_truth, str(s.id))
+        native.append(np.ascontiguousarray(s.mask, dtype=bool) if keep else None)
+        bar.update(1)
 
 
 def map_scores(
