@@ -33,6 +33,7 @@ from wsslib.methods.gaze.protocol import (
     pseudo_mask_rows,
     run_gaze_experiment,
     score_gaze_models,
+    spread_comparisons,
     train_gaze_variants,
 )
 from wsslib.methods.gaze.pseudomasks import (
@@ -65,5 +66,5 @@ __all__ = [
     "encoder_cache", "figure_columns",
     "gaze_heatmaps", "gaze_heatmaps_batched", "gaze_supervision", "hierarchical_masks", "map_scores",
     "multilevel_loss", "predict", "pseudo_mask_rows", "pseudo_masks", "reference_heatmap", "run_gaze_experiment",
-    "score_gaze_models", "train_gaze_variants", "train_multilevel",
+    "score_gaze_models", "spread_comparisons", "train_gaze_variants", "train_multilevel",
 ]

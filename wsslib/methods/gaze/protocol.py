@@ -42,7 +42,8 @@ from wsslib.methods.gaze.training import (
 from wsslib.models.encoder_unet import EncoderMultiLevelUNet
 
 __all__ = ["CANVAS", "SXY_REFERENCE_SIDE", "VARIANTS", "GazeConfig", "GazeExperiment", "encoder_cache", "figure_columns",
-           "gaze_supervision", "pseudo_mask_rows", "run_gaze_experiment", "score_gaze_models", "train_gaze_variants"]
+           "gaze_supervision", "pseudo_mask_rows", "run_gaze_experiment", "score_gaze_models", "spread_comparisons",
+           "train_gaze_variants"]
 
 CANVAS = PAPER_CANVAS
 """Side in px of the paper code's heatmap canvas (768): ``sigma`` is given in its pixels.
@@ -177,6 +178,19 @@ class GazeConfig:
         m = len(self.levels)
         return {"single": f"1 UNet, pseudo-mask > {self.single_threshold:g}", "none": f"{m} UNets, no consistency",
                 "plain": f"{m} UNets + consistency", "lpp": f"{m} UNets + consistency + LPP"}[variant]
+
+
+def spread_comparisons(spread: Sequence[Mapping]) -> list[str]:
+    """One sentence per pair of :meth:`GazeExperiment.seed_spread` rows: both means ± spreads,
+    their gap, and whether the gap exceeds the larger of the two spreads (the rule notebook 01
+    reads its seed table with). Empty for fewer than two rows."""
+    out = []
+    for a, b in [(r, q) for r in spread for q in spread if r["method"] < q["method"]]:
+        gap = abs(a["dice_mean"] - b["dice_mean"])
+        out.append(f"Over seeds {a['seeds']}: {a['method']} {a['dice_mean']:.3f} ± {a['dice_std']:.3f} vs {b['method']} "
+                   f"{b['dice_mean']:.3f} ± {b['dice_std']:.3f}: the gap {gap:.3f} "
+                   + ("exceeds" if gap > max(a["dice_std"], b["dice_std"]) else "does not exceed") + " the spread.")
+    return out
 
 
 def gaze_supervision(
