@@ -268,7 +268,7 @@ def test_nci_isbi_dicom_masks_gaze_splits(data_root):
     s = ds[0]
     assert s.image.shape == (20, 24, 3) and s.image.dtype == np.uint8 and s.image.max() == 255
     np.testing.assert_array_equal(s.mask, fx.blob(20, 24, 10, 12, 4))
-    assert s.gaze.shape == (6, 3) and s.gaze.dtype == np.float32
+    assert s.gaze.shape == (6, 3) and s.gaze.dtype == np.float64
     np.testing.assert_allclose(s.gaze[1], [0.51, 0.4, 201], rtol=1e-6)
     parts = _splits_partition(lambda s: NCIISBI(root, s), 8)
     assert set(parts["test"].ids()) == set(fx.NCI_IDS["test"])

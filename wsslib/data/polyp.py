@@ -44,6 +44,7 @@ import numpy as np
 
 from wsslib.core.errors import DataError, DatasetNotFoundError
 from wsslib.data.base import Sample, find_root, register_dataset
+from wsslib.data.gazefile import read_fixations
 from wsslib.data.io import IMAGE_SUFFIXES, read_csv, read_image, read_mask
 from wsslib.data.records import RecordList
 from wsslib.data.splitting import stratified_split
@@ -232,21 +233,7 @@ class KvasirSEG(_PolypFolder):
                 path = next(iter(sorted(self._given_root.rglob("kvasir_fixation.csv"))), None)
             if path is None:
                 return None
-        fields = ("CURRENT_FIX_X", "CURRENT_FIX_Y", "CURRENT_FIX_DURATION")
-        cols = read_csv(path, ("IMAGE", *fields))
-        try:
-            values = np.array([cols[c] for c in fields], dtype=np.float64).T  # (R, 3)
-            order = np.array(cols.get("CURRENT_FIX_INDEX") or range(len(values)), dtype=np.float64)
-        except ValueError as e:
-            raise DataError(f"{path}: fixation values must be numbers ({e})") from None
-        rows_of: dict[str, list[int]] = {}
-        for n, name in enumerate(cols["IMAGE"]):
-            rows_of.setdefault(name, []).append(n)
-        table = {}
-        for name, rows in rows_of.items():
-            rows = np.array(rows)[np.argsort(order[rows], kind="stable")]
-            table[Path(name).stem] = values[rows].astype(np.float32)
-        return table
+        return read_fixations(path)  # the one reader of GazeMedSeg's CSV (float64, fixation order)
 
     def _boxes(self, rec: _Record, height: int, width: int) -> np.ndarray:
         boxes, ref = self._box_table.get(rec.id, (np.zeros((0, 4), np.float32), None))
