@@ -153,3 +153,18 @@ def test_global_rng_untouched(tiny):
     torch.manual_seed(0)
     train_classifier(_lite(), *tiny, _cfg(epochs=1), device="cpu", progress=False)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_bench_finetune_record_uses_the_real_recipe(tmp_path):
+    """``wsslib bench finetune`` on the synthetic fallback (no data at ``root``): one record with
+    both paths, the real preset's recipe unless overridden."""
+    from wsslib.apps.bench.finetune import run
+    from wsslib.papers.settings import REAL_CLASSIFIER
+
+    rec = run(freeze=2, epochs=1, n_train=16, size=32, root=str(tmp_path / "absent"), weights=None)
+    assert rec["data"].startswith("synthetic")
+    assert rec["class_weight"] == REAL_CLASSIFIER["class_weight"] and rec["lr"] == REAL_CLASSIFIER["lr"]
+    assert rec["naive_s"] > 0 and rec["cached_s"] > 0 and rec["speedup"] > 0
+    assert 0 <= rec["naive_valid_acc"] <= 1 and 0 <= rec["cached_valid_acc"] <= 1
+    assert rec["acc_diff"] == round(rec["cached_valid_acc"] - rec["naive_valid_acc"], 4)
+    assert rec["goal_met"] == (rec["speedup"] >= 10 and abs(rec["acc_diff"]) <= 0.02)

@@ -13,7 +13,7 @@ import data_fixtures as fx
 from wsslib.apps.cli import main
 from wsslib.apps.reproduce import defines_preset, find_notebooks, run_notebooks
 from wsslib.papers import deshpande, nasir2025, notebook_settings, ostrowski, quickstart, summary, zhong2024
-from wsslib.papers.settings import REAL_CLASSIFIER
+from wsslib.papers.settings import REAL_CLASSIFIER, REAL_DECISION_CLASSIFIER
 
 WITH_PRESETS = ("00", "02", "03", "04", "05")  # the image-label notebooks; 01 (gaze) is tested below
 
@@ -35,9 +35,11 @@ def test_real_preset_trains_pretrained_lites_with_a_frozen_cached_prefix(nb):
     s = notebook_settings(nb, {"preset": "real", "smoke": False})
     assert s.image_size == REAL_CLASSIFIER["image_size"] and s.dataset in ("polypgen", "kvasir-seg")
     specs = _specs(nb, s)
+    ref = REAL_DECISION_CLASSIFIER if nb == "04" else REAL_CLASSIFIER  # 04: the decision's recipe
     assert specs and all(sp.name.startswith("efficientnet_lite") and sp.weights == "imagenet" for sp in specs)
-    assert all(sp.train.freeze == REAL_CLASSIFIER["freeze"] and sp.train.cache_features for sp in specs)
-    assert all(sp.train.lr == REAL_CLASSIFIER["lr"] and sp.train.epochs == REAL_CLASSIFIER["epochs"] for sp in specs)
+    assert all(sp.train.freeze == ref["freeze"] and sp.train.cache_features for sp in specs)
+    assert all(sp.train.lr == ref["lr"] and sp.train.epochs == ref["epochs"] for sp in specs)
+    assert all(sp.train.class_weight == ref["class_weight"] for sp in specs)
     assert len({sp.name for sp in specs}) == len(specs)  # different architectures where there are several
 
 
@@ -46,6 +48,7 @@ def test_paper_preset_is_the_papers_setup_and_user_values_win(nb):
     s = notebook_settings(nb, {"preset": "paper", "smoke": False})
     specs = _specs(nb, s)
     assert s.image_size in (128, 224) and all(sp.weights == "imagenet" and sp.train.freeze is None for sp in specs)
+    assert all(sp.train.class_weight is None for sp in specs)  # the papers' plain cross-entropy
     assert all(sp.train.max_steps is None for sp in specs)
     smoke = notebook_settings(nb, {"preset": "paper", "smoke": True, "image_size": 96})
     assert smoke.image_size == 96 and smoke.max_steps == 2 and smoke.given == ["image_size"]

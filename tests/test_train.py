@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -86,3 +87,46 @@ def test_training_with_variance_term(tiny):
     res = train_classifier(m, *tiny, ClassifierTrainConfig(epochs=1, batch_size=8, variance_lambda=1.0, variance_k=3), progress=False)
     assert res.history and torch.isfinite(torch.tensor(res.history[0]["valid_loss"]))
     assert m(tiny[0].images[:2]).shape == (2, 2)  # the plain classifier comes back, not the K-head wrapper
+
+
+def test_balanced_class_weights_follow_sklearn():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from wsslib.models.training import class_weights
+
+    y = torch.tensor([1, 1, 1, 1, 1, 0, 0, 1, 1, 1])
+    ours = class_weights(y, "balanced")
+    ref = compute_class_weight("balanced", classes=np.array([0, 1]), y=y.numpy())
+    assert torch.allclose(ours, torch.tensor(ref, dtype=torch.float32))
+    assert class_weights(y, None) is None
+    with pytest.raises(ValueError, match="every class"):
+        class_weights(torch.ones(4, dtype=torch.long), "balanced")
+    with pytest.raises(ValueError, match="None or 'balanced'"):
+        class_weights(y, "inverse")
+
+
+def test_weighted_aax_loss_is_weighted_cross_entropy():
+    logits = torch.randn(6, 3, 2, generator=torch.Generator().manual_seed(0))  # (B, K, C)
+    y = torch.tensor([0, 1, 1, 1, 0, 1])
+    w = torch.tensor([2.0, 0.5])
+    ref = torch.nn.functional.cross_entropy(logits.reshape(18, 2), y.repeat_interleave(3), weight=w)
+    assert AAXLoss(0.0, w)(logits, y).item() == pytest.approx(ref.item(), rel=1e-6)
+    assert AAXLoss(0.0, w)(logits, y).item() != pytest.approx(AAXLoss(0.0)(logits, y).item(), rel=1e-3)
+
+
+@pytest.mark.parametrize("freeze", [None, 2])
+def test_balanced_training_moves_the_decision_toward_the_minority_class(freeze, tiny):
+    """Same seed, same data made imbalanced (one class kept thrice): the balanced loss gives the
+    minority class a higher mean probability than the plain loss does."""
+    tr, va = tiny
+    rare = int(tr.labels.float().mean() > 0.5) ^ 1
+    keep = torch.cat([torch.nonzero(tr.labels != rare).flatten().repeat(3), torch.nonzero(tr.labels == rare).flatten()])
+    imb = TensorBatch(tr.images[keep], tr.labels[keep])
+    p_rare = []
+    for cw in (None, "balanced"):
+        name = "efficientnet_lite0" if freeze is not None else "smallcnn"
+        m = create_model(name, seed=1, **({"image_size": 32} if freeze is not None else {}))
+        cfg = ClassifierTrainConfig(epochs=2, batch_size=8, lr=3e-3, seed=0, freeze=freeze, class_weight=cw)
+        res = train_classifier(m, imb, va, cfg, progress=False, device="cpu")
+        p_rare.append(float(res.model(va.images).softmax(1)[:, rare].mean()))
+    assert p_rare[1] > p_rare[0]

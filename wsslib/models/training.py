@@ -41,7 +41,7 @@ from wsslib.data.augment import FlipAugment
 from wsslib.data.base import TensorBatch
 from wsslib.models.classifiers import create_model
 
-__all__ = ["AAXLoss", "ClassifierSpec", "ClassifierTrainConfig", "FinetuneResult", "TrainResult", "fit_classifier",
+__all__ = ["AAXLoss", "ClassifierSpec", "class_weights", "ClassifierTrainConfig", "FinetuneResult", "TrainResult", "fit_classifier",
            "predict_logits", "train_classifier"]
 
 
@@ -68,6 +68,9 @@ class AAXLoss(nn.Module):
 
     Args:
         lam: weight of the variance term (0 = plain cross-entropy, the default).
+        weight: None, or (C,) per-class weights of the cross-entropy (``F.cross_entropy``'s
+            ``weight``: the batch mean is weighted, so a balanced weighting makes each class count
+            the same whatever its frequency; see :func:`class_weights`).
 
     Shapes:
         preds: (B, C) logits, or (B, K, C) logits of K stochastic passes; target: (B,) int64.
@@ -75,15 +78,17 @@ class AAXLoss(nn.Module):
         variance over K of softmax(preds)[..., 1], averaged over the batch.
     """
 
-    def __init__(self, lam: float = 0.0) -> None:
+    def __init__(self, lam: float = 0.0, weight: torch.Tensor | None = None) -> None:
         super().__init__()
         self.lam = float(lam)
+        self.register_buffer("weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
 
     def forward(self, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if preds.dim() == 2:
             preds = preds.unsqueeze(1)
         b, k, c = preds.shape
-        ce = F.cross_entropy(preds.reshape(b * k, c), target.repeat_interleave(k))
+        w = None if self.weight is None else self.weight.to(preds.device, preds.dtype)
+        ce = F.cross_entropy(preds.reshape(b * k, c), target.repeat_interleave(k), weight=w)
         if self.lam == 0 or k == 1:
             return ce
         p1 = preds.softmax(-1)[..., 1]
@@ -94,6 +99,33 @@ class AAXLoss(nn.Module):
 
     def decodes(self, preds: torch.Tensor) -> torch.Tensor:
         return preds.argmax(-1)
+
+
+def class_weights(labels: torch.Tensor, mode: str | None, num_classes: int | None = None) -> torch.Tensor | None:
+    """Per-class loss weights from training labels ``(N,)`` int64 -> ``(num_classes,)`` float32 or None.
+
+    ``num_classes`` defaults to ``max(2, labels.max() + 1)``. ``mode`` None: no weighting.
+    ``"balanced"``: ``N / (num_classes * count_c)``, scikit-learn's
+    ``class_weight="balanced"`` rule, so that the weighted loss counts each class as much as the
+    others (a two-class set of 70 % diseased frames otherwise learns to say "diseased").
+
+    Raises:
+        ValueError: an unknown mode, or a class with no training label under ``"balanced"``.
+
+    Example:
+        >>> class_weights(torch.tensor([1, 1, 1, 0]), "balanced")
+        tensor([2.0000, 0.6667])
+    """
+    if mode is None:
+        return None
+    if mode != "balanced":
+        raise ValueError(f"class_weight must be None or 'balanced', got {mode!r}")
+    labels = labels.long().flatten()
+    num_classes = num_classes or max(2, int(labels.max()) + 1)
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    if (counts == 0).any():
+        raise ValueError(f"class_weight='balanced' needs every class in the training labels; counts {counts.tolist()}")
+    return counts.sum() / (num_classes * counts)
 
 
 def _accuracy(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -155,6 +187,10 @@ class ClassifierTrainConfig:
             C x h x w + N_valid x C x h x w`` values (see :mod:`wsslib.models.finetune`).
         cache_dtype: ``"float16"`` (default, half the memory) or ``"float32"`` (exact).
         cache_max_gb: refuse (MemoryError, before computing) a cache larger than this.
+        class_weight: None (plain cross-entropy, the paper's) or ``"balanced"``: each class's
+            loss weighted by ``N / (2 * count)`` of the training labels (:func:`class_weights`),
+            so that ``p > 0.5`` is no longer pulled toward the majority class. The validation
+            loss (early stopping, the kept epoch) is weighted the same way.
         max_steps: None (no cap) or the most optimiser steps of the whole training: the epoch
             in which the cap is reached stops its training batches there, is validated, and is
             the last. For tests of GPU-sized presets on a CPU (``max_steps=2``).
@@ -174,6 +210,7 @@ class ClassifierTrainConfig:
     cache_features: bool = True
     cache_dtype: str = "float16"
     cache_max_gb: float = 8.0
+    class_weight: str | None = None
     max_steps: int | None = None
 
 
@@ -285,7 +322,8 @@ def _train_classifier(
             if info.distributed:
                 cbs.append(parts.DDPCallback(dev))
             learn = Learner(
-                dls, net, loss_func=AAXLoss(variance_lambda), opt_func=Adam, lr=lr, wd=weight_decay,
+                dls, net, loss_func=AAXLoss(variance_lambda, class_weights(train_labels, cfg.class_weight)),
+                opt_func=Adam, lr=lr, wd=weight_decay,
                 metrics=[_accuracy], cbs=cbs, path=Path(tmp), model_dir=".",
             )
             _fit(learn, epochs, lr, one_cycle, quiet=not progress or info.rank > 0)
@@ -392,7 +430,8 @@ def _train_frozen(
             if cfg.patience is not None:
                 cbs.append(EarlyStoppingCallback(monitor="valid_loss", patience=cfg.patience))
             learn = Learner(
-                dls, net, loss_func=AAXLoss(cfg.variance_lambda), opt_func=Adam, lr=cfg.lr, wd=cfg.weight_decay,
+                dls, net, loss_func=AAXLoss(cfg.variance_lambda, class_weights(train.labels, cfg.class_weight)),
+                opt_func=Adam, lr=cfg.lr, wd=cfg.weight_decay,
                 metrics=[_accuracy], cbs=cbs, path=Path(tmp), model_dir=".",
             )
             _fit(learn, cfg.epochs, cfg.lr, cfg.one_cycle, quiet=not progress)

@@ -69,6 +69,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "their_ccam_threshold": 0.59,
         "n_show": 5,
         "freeze": None,
+        "class_weight": None,
         "one_cycle": True,
         "patience": None,
         "max_steps": None,
@@ -97,7 +98,8 @@ def classifier_spec(s: Mapping[str, Any]) -> ClassifierSpec:
     """The classifier of resolved settings ``s``: Adam (one-cycle or constant rate), early stopping
     when ``patience`` is set, a frozen and cached prefix when ``freeze`` is set."""
     train = ClassifierTrainConfig(lr=s["lr"], batch_size=s["batch_size"], epochs=s["epochs"], patience=s["patience"],
-                                  one_cycle=s["one_cycle"], freeze=s["freeze"], max_steps=s["max_steps"])
+                                  one_cycle=s["one_cycle"], freeze=s["freeze"], max_steps=s["max_steps"],
+                                  class_weight=s["class_weight"])
     return ClassifierSpec(s["model_name"], train=train, dropout=s["dropout"], weights=s["weights"])
 
 

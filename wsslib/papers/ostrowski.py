@@ -66,6 +66,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "cam_method": "gradcam",  # paper: Grad-CAM on the last block
         "weights": None,
         "freeze": None,
+        "class_weight": None,
         "one_cycle": True,
         "patience": None,
         "max_steps": None,
@@ -96,7 +97,8 @@ def ensemble_config(s: Mapping[str, Any]) -> EnsembleConfig:
         ([{'width': 16}, {'width': 8}], 8, 3)
     """
     train = ClassifierTrainConfig(lr=s["lr"], batch_size=s["batch_size"], epochs=s["epochs"], patience=s["patience"],
-                                  one_cycle=s["one_cycle"], freeze=s["freeze"], max_steps=s["max_steps"])
+                                  one_cycle=s["one_cycle"], freeze=s["freeze"], max_steps=s["max_steps"],
+                                  class_weight=s["class_weight"])
     specs = tuple(
         ClassifierSpec(name, train=train, dropout=s["dropout"], weights=s["weights"],
                        options={"width": width} if name == "smallcnn" else {},

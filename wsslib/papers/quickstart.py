@@ -38,6 +38,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "threshold_metric": "dice",
         "weights": None,
         "freeze": None,
+        "class_weight": None,
         "one_cycle": True,
         "patience": None,
         "max_steps": None,
@@ -45,7 +46,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 PRESETS["real"] = {**PRESETS["cpu"], "dataset": "polypgen", "n_images": None, "model_name": "efficientnet_lite0",
                    **REAL_CLASSIFIER}
-PRESETS["paper"] = {**PRESETS["real"], "model_name": "resnet50", "freeze": None, "lr": 1e-4, "epochs": 50,
+PRESETS["paper"] = {**PRESETS["real"], "model_name": "resnet50", "freeze": None, "class_weight": None, "lr": 1e-4, "epochs": 50,
                     "patience": 5}
 
 #: Smoke mode (seconds): a tiny model on a few small images.
@@ -58,5 +59,6 @@ def classifier_spec(s: Mapping[str, Any]) -> ClassifierSpec:
     """The classifier of resolved settings ``s``: Adam (one-cycle or constant rate), flips, early
     stopping when ``patience`` is set, a frozen and cached prefix when ``freeze`` is set."""
     train = ClassifierTrainConfig(lr=s["lr"], batch_size=s["batch_size"], epochs=s["epochs"], patience=s["patience"],
-                                  one_cycle=s["one_cycle"], freeze=s["freeze"], max_steps=s["max_steps"])
+                                  one_cycle=s["one_cycle"], freeze=s["freeze"], max_steps=s["max_steps"],
+                                  class_weight=s["class_weight"])
     return ClassifierSpec(s["model_name"], train=train, dropout=s["dropout"], weights=s["weights"])

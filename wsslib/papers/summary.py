@@ -99,6 +99,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_show": 4,
         "weights": None,
         "freeze": None,
+        "class_weight": None,
         "one_cycle": True,
         "patience": None,
         "ccam_backbone": None,
@@ -110,6 +111,7 @@ PRESETS["real"] = {**PRESETS["cpu"], "dataset": "kvasir-seg", "n_images": None, 
                    "models": ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"],
                    "epochs": [_R["epochs"]] * 3, "lrs": [_R["lr"]] * 3, "batch_sizes": [_R["batch_size"]] * 3,
                    "dropout": _R["dropout"], "weights": _R["weights"], "freeze": _R["freeze"],
+                   "class_weight": _R["class_weight"],
                    "one_cycle": _R["one_cycle"], "ccam_inits": ["classifier"], "ccam_epochs": 2,
                    "gaze_train_max": None, "gaze_workers": None,
                    # the gaze model of notebook 01's real preset (zhong2024.PRESETS["real"])
@@ -171,7 +173,8 @@ def configs(s: Mapping[str, Any]) -> SummaryConfigs:
                          f"{n}, {len(s['cnn_widths'])}, {len(s['epochs'])}, {len(s['lrs'])}, {len(s['batch_sizes'])}")
     specs = tuple(
         ClassifierSpec(m, ClassifierTrainConfig(lr=lr, batch_size=bs, epochs=ep, patience=s["patience"],
-                                                one_cycle=s["one_cycle"], freeze=s["freeze"], max_steps=s["max_steps"]),
+                                                one_cycle=s["one_cycle"], freeze=s["freeze"], max_steps=s["max_steps"],
+                                                class_weight=s["class_weight"]),
                        dropout=s["dropout"], weights=s["weights"], options={"width": w} if m == "smallcnn" else {},
                        label=f"{m}/{w}" if m == "smallcnn" else m)
         for m, w, ep, lr, bs in zip(s["models"], s["cnn_widths"], s["epochs"], s["lrs"], s["batch_sizes"]))

@@ -1,15 +1,18 @@
 """``wsslib bench finetune``: full fine-tuning versus a frozen prefix with cached features.
 
 On the same training images, epochs, seed and validation images, two fresh copies of the same
-ImageNet-pretrained classifier (default EfficientNet-Lite0 at 224 px, dropout 0.5) are trained with
-:func:`wsslib.models.training.train_classifier`:
+ImageNet-pretrained classifier (default EfficientNet-Lite0) are trained with
+:func:`wsslib.models.training.train_classifier`, with the recipe of the ``real`` presets
+(:data:`wsslib.papers.settings.REAL_CLASSIFIER`: image size, learning rate, batch, epochs,
+dropout, class weighting) unless options say otherwise:
 
 - naive: ``freeze=None``: every layer trains, every batch runs the whole network forward and
   backward (random flips as usual);
-- cached: ``freeze=9`` (the stem + the first 9 of 16 blocks frozen, batch-norm statistics
-  included): their output is computed once per training image and flip variant (4) and once per
-  validation image, and the remaining blocks, the head conv and the dropout + linear head train
-  on those cached tensors (:mod:`wsslib.models.finetune`). Its time includes the caching.
+- cached: the preset's ``freeze`` (``"blocks.4"``: the stem and stages 0-4, 11 of Lite0's 16
+  blocks, frozen with their batch-norm statistics): their output is computed once per training
+  image and flip variant (4) and once per validation image, and the remaining blocks, the head
+  conv and the dropout + linear head train on those cached tensors
+  (:mod:`wsslib.models.finetune`). Its time includes the caching.
 
 Data: the PolypGen train split (a seeded random subset of ``--train`` images, default 96; 0 = all
 280) and its whole validation split, from the default data search path
@@ -36,6 +39,9 @@ from wsslib.data import load_splits
 from wsslib.data.base import TensorBatch
 from wsslib.models.classifiers import create_model
 from wsslib.models.training import ClassifierTrainConfig, import_fastai, predict_logits, train_classifier
+from wsslib.papers.settings import REAL_CLASSIFIER
+
+_R = REAL_CLASSIFIER
 
 __all__ = ["main", "run"]
 
@@ -60,13 +66,14 @@ def _accuracy(model: torch.nn.Module, batch: TensorBatch) -> float:
 
 def run(
     model: str = "efficientnet_lite0",
-    freeze: str | int = 9,
-    epochs: int = 2,
+    freeze: str | int = _R["freeze"],
+    epochs: int = _R["epochs"],
     n_train: int = 96,
-    size: int = 224,
-    batch_size: int = 16,
-    lr: float = 3e-4,
-    dropout: float = 0.5,
+    size: int = _R["image_size"],
+    batch_size: int = _R["batch_size"],
+    lr: float = _R["lr"],
+    dropout: float = _R["dropout"],
+    class_weight: str | None = _R["class_weight"],
     cache_dtype: str = "float16",
     dataset: str = "polypgen",
     root: str | None = None,
@@ -77,7 +84,8 @@ def run(
 ) -> dict:
     """Train both ways and return the JSON record (see module doc)."""
     train, valid, source = _data(dataset, n_train, size, seed, root)
-    base = ClassifierTrainConfig(lr=lr, batch_size=batch_size, epochs=epochs, patience=None, seed=seed)
+    base = ClassifierTrainConfig(lr=lr, batch_size=batch_size, epochs=epochs, patience=None, seed=seed,
+                                 one_cycle=_R["one_cycle"], class_weight=class_weight)
     used_weights = weights
 
     def fresh():
@@ -105,7 +113,7 @@ def run(
     return {
         "bench": "finetune", "data": source, "model": model, "weights": used_weights, "size": size,
         "n_train": len(train.labels), "n_valid": len(valid.labels), "epochs": epochs, "batch_size": batch_size,
-        "lr": lr, "seed": seed, "device": str(rc.device), "threads": torch.get_num_threads(),
+        "lr": lr, "class_weight": class_weight, "seed": seed, "device": str(rc.device), "threads": torch.get_num_threads(),
         "loadavg_1m": round(os.getloadavg()[0], 2), "freeze": freeze, "frozen": rc.frozen,
         "cache_dtype": cache_dtype, "cache_mb": round(rc.cache_bytes / 2**20, 1),
         "naive_s": round(t_n, 1) if t_n else None, "cached_s": round(t_c, 1), "cache_s": round(rc.cache_seconds, 1),
@@ -119,13 +127,16 @@ def run(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="wsslib bench finetune", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="efficientnet_lite0")
-    ap.add_argument("--freeze", default="9", help="frozen prefix: int (stem + first n blocks) or a module name (default 9)")
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--freeze", default=str(_R["freeze"]),
+                    help=f"frozen prefix: int (stem + first n blocks) or a module name (default {_R['freeze']})")
+    ap.add_argument("--epochs", type=int, default=_R["epochs"])
     ap.add_argument("--train", type=int, default=96, help="training images (seeded random subset; 0 = all)")
-    ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--dropout", type=float, default=0.5)
+    ap.add_argument("--size", type=int, default=_R["image_size"])
+    ap.add_argument("--batch-size", type=int, default=_R["batch_size"])
+    ap.add_argument("--lr", type=float, default=_R["lr"])
+    ap.add_argument("--dropout", type=float, default=_R["dropout"])
+    ap.add_argument("--class-weight", default=_R["class_weight"], choices=["balanced", "none"],
+                    help=f"loss weighting (default {_R['class_weight']}; none = plain cross-entropy)")
     ap.add_argument("--cache-dtype", default="float16", choices=["float16", "float32"])
     ap.add_argument("--dataset", default="polypgen")
     ap.add_argument("--root", default=None, help="the data set's folder (default: the search path)")
@@ -135,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-naive", action="store_true", help="time the cached path only")
     a = ap.parse_args(argv)
     freeze: str | int = int(a.freeze) if a.freeze.lstrip("-").isdigit() else a.freeze
-    rec = run(a.model, freeze, a.epochs, a.train, a.size, a.batch_size, a.lr, a.dropout, a.cache_dtype, a.dataset,
-              a.root, None if a.random_init else "imagenet", a.device, a.seed, a.skip_naive)
+    cw = None if a.class_weight in (None, "none") else a.class_weight
+    rec = run(a.model, freeze, a.epochs, a.train, a.size, a.batch_size, a.lr, a.dropout, cw, a.cache_dtype,
+              a.dataset, a.root, None if a.random_init else "imagenet", a.device, a.seed, a.skip_naive)
     print(json.dumps(rec), flush=True)
     return 0
