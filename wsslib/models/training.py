@@ -255,6 +255,9 @@ def train_classifier(
     """
     cfg = config or ClassifierTrainConfig()
     t0 = time.perf_counter()
+    # fastai's first import draws from torch's global generator: import it before the seeded scope,
+    # or the first training of a process would differ from every later one with the same seed.
+    _fastai_parts()
     with rng_scope(cfg.seed):
         if cfg.freeze is not None:
             res = _train_frozen(model, train, valid, cfg, device, progress)
