@@ -20,7 +20,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from wsslib.core.errors import ShapeError
 from wsslib.core.utils import check_shape, resolve_device, rng_scope
