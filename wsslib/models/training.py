@@ -36,7 +36,7 @@ from torch import nn
 
 from wsslib.core import distributed as _dist
 from wsslib.core.errors import DataError
-from wsslib.core.utils import resolve_device, rng_scope
+from wsslib.core.utils import amp_enabled, autocast, deterministic_scope, resolve_device, rng_scope
 from wsslib.data.augment import FlipAugment
 from wsslib.data.base import TensorBatch
 from wsslib.models.classifiers import create_model
@@ -158,6 +158,11 @@ class ClassifierTrainConfig:
         max_steps: None (no cap) or the most optimiser steps of the whole training: the epoch
             in which the cap is reached stops its training batches there, is validated, and is
             the last. For tests of GPU-sized presets on a CPU (``max_steps=2``).
+        amp: mixed precision on CUDA (fastai's ``to_fp16``: float16 autocast and a gradient
+            scaler); a no-op on the CPU and MPS (:func:`~wsslib.core.utils.amp_enabled`).
+        deterministic: torch's deterministic kernels while training (cuDNN deterministic,
+            ``torch.use_deterministic_algorithms``; :func:`~wsslib.core.utils.deterministic_scope`
+            restores the caller's settings afterwards).
     """
 
     lr: float = 1e-4
@@ -175,6 +180,8 @@ class ClassifierTrainConfig:
     cache_dtype: str = "float16"
     cache_max_gb: float = 8.0
     max_steps: int | None = None
+    amp: bool = False
+    deterministic: bool = False
 
 
 def train_classifier(
@@ -218,7 +225,7 @@ def train_classifier(
     """
     cfg = config or ClassifierTrainConfig()
     t0 = time.perf_counter()
-    with rng_scope(cfg.seed):
+    with rng_scope(cfg.seed), deterministic_scope(cfg.deterministic):
         if cfg.freeze is not None:
             res = _train_frozen(model, train, valid, cfg, device, progress)
         else:
@@ -288,6 +295,7 @@ def _train_classifier(
                 dls, net, loss_func=AAXLoss(variance_lambda), opt_func=Adam, lr=lr, wd=weight_decay,
                 metrics=[_accuracy], cbs=cbs, path=Path(tmp), model_dir=".",
             )
+            _mixed_precision(learn, cfg, dev)
             _fit(learn, epochs, lr, one_cycle, quiet=not progress or info.rank > 0)
     finally:
         if info.distributed:
@@ -395,6 +403,7 @@ def _train_frozen(
                 dls, net, loss_func=AAXLoss(cfg.variance_lambda), opt_func=Adam, lr=cfg.lr, wd=cfg.weight_decay,
                 metrics=[_accuracy], cbs=cbs, path=Path(tmp), model_dir=".",
             )
+            _mixed_precision(learn, cfg, dev)
             _fit(learn, cfg.epochs, cfg.lr, cfg.one_cycle, quiet=not progress)
     finally:
         for p, flag in flags:
@@ -513,6 +522,14 @@ def _fastai_parts() -> SimpleNamespace:
                            step_cap=step_cap)
 
 
+def _mixed_precision(learn, cfg: ClassifierTrainConfig, dev: torch.device) -> None:
+    """fastai's mixed precision (float16 autocast and a gradient scaler) when ``cfg.amp`` on CUDA."""
+    if amp_enabled(cfg.amp, dev):
+        import fastai.callback.fp16  # noqa: F401 - patches Learner.to_fp16
+
+        learn.to_fp16()
+
+
 def _fit(learn, epochs: int, lr: float, one_cycle: bool, quiet: bool = False) -> None:
     """Fit with fastai, its FutureWarnings silenced; ``quiet`` also silences bars, the epoch table
     and early stopping's print."""
@@ -597,16 +614,18 @@ def fit_classifier(
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = 64,
-                   device: str | torch.device | None = None) -> torch.Tensor:
-    """Logits of ``images`` (N, 3, H, W) as (N, C) on the CPU, in batches, dropout off.
+                   device: str | torch.device | None = None, amp: bool = False) -> torch.Tensor:
+    """Logits of ``images`` (N, 3, H, W) as (N, C) float32 on the CPU, in batches, dropout off.
 
-    ``device``: where to run (default: where the model's parameters are).
+    ``device``: where to run (default: where the model's parameters are). ``amp``: float16
+    autocast on CUDA (a no-op elsewhere: :func:`~wsslib.core.utils.amp_enabled`).
     """
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     was = model.training
     model.eval()
     try:
-        return torch.cat([model(x.to(dev)).cpu() for x in images.split(batch_size)]) if len(images) else \
-            torch.empty(0, getattr(model, "num_classes", 2))
+        with autocast(dev, amp):
+            return torch.cat([model(x.to(dev)).float().cpu() for x in images.split(batch_size)]) if len(images) else \
+                torch.empty(0, getattr(model, "num_classes", 2))
     finally:
         model.train(was)
