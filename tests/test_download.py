@@ -1,15 +1,16 @@
-"""./data_download.sh against a Python HTTP server on 127.0.0.1 (random port, own thread) that serves
-tiny archives of every set in its real layout (tests/data_fixtures.py): success, idempotent second
-run, checksum failures, damaged archives, interrupted and resumed downloads (curl and wget), the
-manual sets, --list, --dry-run, unknown names. Nothing leaves the machine."""
+"""``wsslib download`` (through ./data_download.sh, its wrapper, and in-process) against a Python HTTP
+server on 127.0.0.1 (random port, own thread) that serves tiny archives of every set in its real
+layout (tests/data_fixtures.py): success, idempotent second run, checksum failures, damaged
+archives, interrupted and resumed downloads, the manual sets, --list, --dry-run, unknown names.
+Nothing leaves the machine."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import socket
 import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 import data_fixtures as fx
 from conftest import ROOT
+from wsslib.apps.cli import main
 from wsslib.data import get_dataset
 from wsslib.data.sources import COLUMNS, SOURCES_PATH, load_sources, source_names
 
@@ -130,8 +132,6 @@ def write_table(path: Path, archives, override: dict[tuple[str, str], str] | Non
 
 @pytest.fixture()
 def server(archives):
-    if shutil.which("curl") is None and shutil.which("wget") is None:
-        pytest.skip("neither curl nor wget is installed")
     srv = FileServer({f"/{n}/{f}": data for (n, f), data in archives.items()})
     yield srv
     srv.close()
@@ -146,7 +146,9 @@ def env(tmp_path, archives, server):
 
 
 def run(args, env, timeout=60) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=timeout)
+    """./data_download.sh with this test's Python (the wrapper runs ``python -m wsslib download``)."""
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
+                          env={**env, "PYTHON": sys.executable}, timeout=timeout)
 
 
 def leftovers(root: Path) -> list[Path]:
@@ -163,7 +165,7 @@ def provided(root: Path, name: str) -> bool:
 
 
 def test_list_prints_every_set_with_size_and_source():
-    r = subprocess.run(["bash", str(SCRIPT), "--list"], capture_output=True, text=True, timeout=30)
+    r = run(["--list"], dict(os.environ), timeout=30)
     assert r.returncode == 0, r.stderr
     for row in ROWS:
         line = next(ln for ln in r.stdout.splitlines() if ln.split()[:2] == [row.name, row.file])
@@ -180,7 +182,7 @@ def test_unknown_name_and_bad_usage(tmp_path):
     assert not root.exists()  # nothing done for the valid name either
     assert run([], dict(os.environ)).returncode == 2
     bad = run(["--frobnicate", "fire"], dict(os.environ))
-    assert bad.returncode == 2 and "unknown option --frobnicate" in bad.stderr
+    assert bad.returncode == 2 and "unrecognized arguments: --frobnicate" in bad.stderr
     assert run(["--help"], dict(os.environ)).returncode == 0
 
 
@@ -219,14 +221,11 @@ def test_install_every_set_then_second_run_does_nothing(tmp_path, env, server):
     assert again.stderr == ""
 
 
-@pytest.mark.parametrize("downloader", ["curl", "wget"])
-def test_interrupted_download_resumes(downloader, tmp_path, env, server):
-    if shutil.which(downloader) is None:
-        pytest.skip(f"{downloader} is not installed")
+def test_interrupted_download_resumes(tmp_path, env, server):
     root = tmp_path / "data"
     path = "/kvasir-seg/kvasir-seg.zip"
     server.drop_once.add(path)
-    r = run(["--root", str(root), "kvasir-seg"], {**env, "WSSLIB_DOWNLOADER": downloader})
+    r = run(["--root", str(root), "kvasir-seg"], env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "interrupted; resuming" in r.stderr
     size = len(server.files[path])
@@ -318,7 +317,7 @@ def test_set_unpacked_by_hand_is_verified_and_left_alone(tmp_path, env, server):
     fx.build_set("tbx11k", root / "tbx11k")
     r = run(["--root", str(root), "tbx11k"], env)
     assert r.returncode == 0, r.stderr
-    assert "already present (not installed by this script" in r.stdout and "files)" in r.stdout
+    assert "already present (not installed by this command" in r.stdout and "files)" in r.stdout
     assert server.log == []
 
 
@@ -348,5 +347,20 @@ def test_missing_file_on_the_server_fails_cleanly(tmp_path, env, server):
     assert r.returncode == 1 and "failed 2 times" in r.stderr
     assert (root / "kvasir-seg" / "gaze" / "kvasir_fixation.csv").is_file()  # the other file of the set
     assert not (root / "nci-isbi").exists() and leftovers(root) == []
-    bogus = run(["--root", str(root), "gaze"], {**env, "WSSLIB_DOWNLOADER": "aria2"})
-    assert bogus.returncode != 0 and "curl or wget" in bogus.stderr
+
+
+def test_the_command_in_process_lists_dry_runs_and_installs(tmp_path, env, server, capsys, monkeypatch):
+    """``wsslib download`` itself (what a wheel install has: no script), with the CLI's exit codes."""
+    for k, v in env.items():
+        if k.startswith("WSSLIB_"):
+            monkeypatch.setenv(k, v)
+    root = tmp_path / "data"
+    assert main(["download", "--list"]) == 0
+    assert "kvasir-seg.zip" in capsys.readouterr().out
+    assert main(["download", "--dry-run", "--root", str(root), "gaze"]) == 0
+    assert "would download" in capsys.readouterr().out and not root.exists() and server.log == []
+    assert main(["download", "--root", str(root), "gaze"]) == 0
+    assert (root / "kvasir-seg" / "gaze" / "kvasir_fixation.csv").is_file()
+    assert main(["download", "--root", str(root), "no-such-set"]) == 2
+    assert main(["download"]) == 2  # no name
+    assert "unknown data set 'no-such-set'" in capsys.readouterr().err

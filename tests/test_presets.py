@@ -130,3 +130,15 @@ def test_gaze_paper_preset_runs_the_papers_unets_for_two_iterations(paper_runs):
     assert p["preset"] == "paper" and p["optimizer"] == "sgd_paper" and p["widths"] == [64, 128, 256, 512, 1024]
     assert p["iterations"] == 2 and p["encoder"] is None
     assert all(h["eval_iteration"][-1] == 2 for h in doc["history"].values())
+
+
+def test_progress_is_on_interactively_and_off_in_smoke_and_headless_runs(monkeypatch):
+    """``s.progress``: bars for a person running a notebook; none in smoke mode (CI) and none when
+    ``wsslib reproduce`` runs it (it sets WSSLIB_PROGRESS=0); a value passed wins."""
+    monkeypatch.delenv("WSSLIB_PROGRESS", raising=False)
+    assert notebook_settings("00", {"smoke": False}).progress is True
+    assert notebook_settings("00", {"smoke": True}).progress is False
+    assert notebook_settings("00", {"smoke": True, "progress": True}).progress is True
+    monkeypatch.setenv("WSSLIB_PROGRESS", "0")
+    assert notebook_settings("00", {"smoke": False}).progress is False
+    assert notebook_settings("00", {"smoke": False, "progress": True}).progress is True

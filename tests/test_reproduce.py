@@ -134,6 +134,21 @@ def test_report_html_and_top_level_copy(run):
     assert (out / "report.html").is_file()
 
 
+def test_report_links_an_html_export_of_each_executed_notebook(run):
+    """A browser cannot show an .ipynb: each executed notebook is exported with nbconvert, failed
+    ones included (their traceback shows), and both reports link the exports."""
+    _, _, out, _ = run
+    latest = out / "latest"
+    for stem in ("01_fake_good", "02_fake_bad"):
+        assert (latest / f"{stem}.html").read_text().lstrip().lower().startswith("<!doctype html>")
+        assert f"href='{stem}.html'" in (latest / "report.html").read_text()
+        assert f"[{stem}.html]({stem}.html)" in (latest / "report.md").read_text()
+    assert "boom in cell two" in (latest / "02_fake_bad.html").read_text()
+    assert "data:image/png;base64," in (latest / "01_fake_good.html").read_text()  # the figure, embedded
+    stamp = latest.resolve().name
+    assert f"href='{stamp}/01_fake_good.html'" in (out / "report.html").read_text()
+
+
 def test_peak_memory_measures_children():
     import subprocess
     import sys
@@ -159,6 +174,49 @@ def test_report_of_a_notebook_that_never_ran(tmp_path):
     md, page = write_report(tmp_path, runs)
     text = md.read_text()
     assert "FAILED at cell 4: DeadKernelError: died" in text and page.is_file()
+
+
+def test_headless_run_has_no_tcp_warning_and_no_progress_bars(tmp_path):
+    """``wsslib reproduce`` as a user runs it: the kernels run over IPC (no "Kernel is running over
+    TCP without encryption" in the output) and with progress bars off (``s.progress`` False)."""
+    import subprocess
+    import sys
+
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _write(nbs / "00_probe.ipynb", [
+        ("params", PARAMS),
+        ("code", "import os\nfrom tqdm.auto import tqdm\nfrom wsslib.papers.settings import resolve_progress\n"
+                 "print('progress', os.environ.get('WSSLIB_PROGRESS'), resolve_progress(None, smoke=False))\n"
+                 "for _ in tqdm(range(3), disable=not resolve_progress(None, smoke=False)): pass"),
+    ])
+    r = subprocess.run([sys.executable, "-m", "wsslib", "reproduce", "--notebooks", str(nbs), "--out", str(tmp_path / "r"),
+                        "-q"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "without encryption" not in r.stdout + r.stderr
+    executed = nbformat.read(tmp_path / "r" / "latest" / "00_probe.ipynb", as_version=4)
+    outputs = [o for c in executed.cells for o in c.get("outputs", [])]
+    assert [o.get("text") for o in outputs] == ["progress 0 False\n"]  # nothing on stderr: no bar, no widget warning
+    assert not list(tmp_path.glob("kernel-*")) and not list(nbs.glob("kernel-*")), "IPC socket files left behind"
+
+
+def test_packaged_notebooks_are_found_outside_the_repository(tmp_path, monkeypatch, capsys):
+    """In a wheel install the notebooks live in wsslib/notebooks/ (setup.py copies them there):
+    reproduce and ``wsslib notebooks`` use them; --in-place, which writes into the repository, refuses."""
+    from wsslib.apps import reproduce
+
+    shipped = tmp_path / "site-packages" / "wsslib" / "notebooks"
+    shipped.mkdir(parents=True)
+    _write(shipped / "00_shipped.ipynb", GOOD[:1])
+    monkeypatch.setattr(reproduce, "PACKAGED_NOTEBOOKS", shipped)
+    assert reproduce.default_notebook_dir() == shipped
+    assert find_notebooks(None) == [shipped / "00_shipped.ipynb"]
+    assert main(["notebooks", str(tmp_path / "mine")]) == 0
+    assert (tmp_path / "mine" / "00_shipped.ipynb").is_file()
+    assert main(["reproduce", "--in-place", "--out", str(tmp_path / "r")]) == 2
+    assert "wsslib notebooks DIR" in capsys.readouterr().err
+    monkeypatch.setattr(reproduce, "PACKAGED_NOTEBOOKS", tmp_path / "absent")  # a clone: the repository's
+    assert reproduce.default_notebook_dir() == reproduce.PROJECT_ROOT / "notebooks"
 
 
 def test_unknown_notebook_prefix_is_a_clear_error(tmp_path, capsys):

@@ -59,7 +59,7 @@ def test_packaged_and_weightless_backbones_need_nothing(tmp_path):
 
 
 def test_cli_rejects_unknown_names_before_downloading(tmp_path, capsys):
-    assert main(["weights", "fetch", "resnet18", "not_a_net", "--dir", str(tmp_path)]) == 1
+    assert main(["weights", "fetch", "resnet18", "not_a_net", "--dir", str(tmp_path)]) == 2  # a usage error
     assert "not_a_net" in capsys.readouterr().err and not any(tmp_path.iterdir())
 
 

@@ -11,7 +11,9 @@
 2. the report, ``report.md`` and a self-contained ``report.html``: a summary (time, peak memory,
    status per notebook), then per notebook its tables (the rows a notebook quotes from a paper,
    ``"source": "paper"``, side by side with this run's rows), the figures of the executed
-   notebook (PNG outputs, extracted to ``figures/``), its parameters and its provenance.
+   notebook (PNG outputs, extracted to ``figures/``), its parameters and its provenance; each
+   executed notebook is also exported to ``NN_name.html`` (nbconvert, :func:`export_html`), which
+   the report links (a browser cannot show an ``.ipynb``).
 
 3. with ``--in-place`` (:func:`write_back`), each notebook that ran through is written back
    over its source ``notebooks/NN_*.ipynb``, ready to commit: papermill's injected-parameters
@@ -24,6 +26,11 @@ Figures: the kernels get the inline backend (``MPLBACKEND``) and a matplotlib rc
 (``MATPLOTLIBRC``) with ``figure.dpi`` = :data:`FIGURE_DPI`, so that every PNG embedded in a
 notebook stays small (well under 300 KB); both only for the kernels, the caller's environment is
 restored afterwards.
+
+Kernels: over IPC sockets where the OS has them (no "Kernel is running over TCP without
+encryption" warning in the run's output), with ``WSSLIB_PROGRESS=0`` (no progress bars inside the
+notebooks). Notebooks: the repository's ``notebooks/``, or in a wheel install the copies shipped
+in ``wsslib/notebooks/`` (:func:`default_notebook_dir`).
 
 Results JSON are those of :func:`wsslib.reporting.results.write_results`
 (``<results_dir>/<notebook>.json``).
@@ -48,6 +55,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from wsslib.papers.settings import PROGRESS_ENV
+
 __all__ = [
     "CellFailure",
     "NotebookRun",
@@ -56,6 +65,8 @@ __all__ = [
     "clean_executed",
     "extract_figures",
     "defines_preset",
+    "default_notebook_dir",
+    "export_html",
     "find_notebooks",
     "new_run_dir",
     "print_summary",
@@ -67,6 +78,9 @@ __all__ = [
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: Where a wheel install keeps the numbered notebooks (setup.py copies ``notebooks/NN_*.ipynb``
+#: there at build time); absent in a source checkout, which uses ``PROJECT_ROOT/notebooks``.
+PACKAGED_NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 _MARKER_TAGS = {"injected-parameters", "papermill-error-cell-tag"}  # cells papermill adds
 FIGURE_DPI = 80
@@ -140,12 +154,20 @@ class NotebookRun:
         return self.notebook.removesuffix(".ipynb")
 
 
+def default_notebook_dir() -> Path:
+    """The notebooks that ship with this install: ``wsslib/notebooks/`` in a wheel install, else
+    the repository's ``notebooks/`` (a source checkout or an editable install)."""
+    if any(PACKAGED_NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        return PACKAGED_NOTEBOOKS
+    return PROJECT_ROOT / "notebooks"
+
+
 def find_notebooks(folder: str | os.PathLike | None = None, only: list[str] | None = None) -> list[Path]:
-    """The numbered notebooks ``NN_*.ipynb`` of ``folder`` (default: the project's notebooks/).
+    """The numbered notebooks ``NN_*.ipynb`` of ``folder`` (default: :func:`default_notebook_dir`).
 
     ``only`` keeps those whose number or name starts with one of the given prefixes ("00", "03").
     """
-    folder = Path(folder) if folder else PROJECT_ROOT / "notebooks"
+    folder = Path(folder) if folder else default_notebook_dir()
     nbs = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
     if only:
         nbs = [p for p in nbs if any(p.name.startswith(o) for o in only)]
@@ -158,7 +180,7 @@ def preset_dir(preset: str, folder: str | os.PathLike | None = None) -> Path:
     """Where the executed notebooks of a preset other than ``cpu`` live: ``notebooks/<preset>/``
     (their results JSON beside them; ``cpu`` runs are the notebooks themselves and
     ``tests/expected/``)."""
-    return (Path(folder) if folder else PROJECT_ROOT / "notebooks") / preset
+    return (Path(folder) if folder else default_notebook_dir()) / preset
 
 
 def defines_preset(notebook: str | os.PathLike, preset: str) -> bool:
@@ -366,10 +388,12 @@ def _kernel_environment(out_dir: Path):
     Figures go into the executed notebooks (and the report) only with the inline backend: a
     non-interactive ``MPLBACKEND`` such as Agg (``make test`` sets it) would reach the kernels.
     ``MATPLOTLIBRC`` names an rc file with ``figure.dpi`` :data:`FIGURE_DPI` (small PNGs).
+    :data:`PROGRESS_ENV` ``=0``: no progress bars inside the notebooks (papermill's bar counts the
+    cells; a headless run's bars would only fill the executed notebook with stderr).
     """
     rc = out_dir / ".matplotlibrc"
     rc.write_text(f"figure.dpi: {FIGURE_DPI}\nsavefig.dpi: figure\n")
-    env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", "MATPLOTLIBRC": str(rc)}
+    env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", "MATPLOTLIBRC": str(rc), PROGRESS_ENV: "0"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -383,9 +407,38 @@ def _kernel_environment(out_dir: Path):
         rc.unlink(missing_ok=True)
 
 
+def _kernel_manager_class():
+    """jupyter_client's kernel manager, over IPC (Unix sockets) where the OS has them.
+
+    Over TCP (the default) every kernel logs "Kernel is running over TCP without encryption" to
+    the terminal; IPC sockets are files only this user can reach, and the warning is not raised.
+    The socket files live in the temporary folder (short paths: a Unix socket path is limited to
+    about 100 characters) and are removed when the kernel shuts down. Windows keeps TCP.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    if os.name != "posix":
+        return AsyncKernelManager
+    import tempfile
+    import uuid
+
+    from traitlets import default
+
+    class IPCKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self) -> str:
+            return "ipc"
+
+        def _ip_default(self) -> str:
+            return os.path.join(tempfile.gettempdir(), f"wsslib-kernel-{uuid.uuid4().hex[:12]}")
+
+    return IPCKernelManager
+
+
 def _run_all(notebooks, out_dir, smoke, parameters, progress, timeout) -> list[NotebookRun]:
     import papermill as pm
 
+    manager = _kernel_manager_class()
     runs: list[NotebookRun] = []
     for k, nb in enumerate(notebooks, start=1):
         params = {"smoke": smoke, "results_dir": str(out_dir), **(parameters or {})}
@@ -399,9 +452,10 @@ def _run_all(notebooks, out_dir, smoke, parameters, progress, timeout) -> list[N
         with PeakMemory() as mem:
             try:
                 pm.execute_notebook(
-                    str(nb), str(output), parameters=params, cwd=str(nb.parent),
+                    str(nb), str(output), parameters=params,
+                    cwd=str(out_dir if nb.parent == PACKAGED_NOTEBOOKS else nb.parent),  # site-packages may be read-only
                     progress_bar={"desc": f"[{k}/{len(notebooks)}] {nb.stem}", "leave": True} if progress else False,
-                    kernel_name="python3", execution_timeout=timeout,
+                    kernel_name="python3", execution_timeout=timeout, kernel_manager_class=manager,
                 )
             except Exception as exc:  # noqa: BLE001 - every failure is reported, the next notebook runs
                 failure = _describe_error(exc, output)
@@ -751,6 +805,7 @@ class _Section:
     run: NotebookRun
     doc: dict | None
     figures: list[dict] = field(default_factory=list)
+    html: Path | None = None  # the executed notebook exported to HTML (a browser cannot show .ipynb)
 
 
 def _provenance_line(prov: dict) -> list[tuple[str, str]]:
@@ -782,8 +837,30 @@ def _sections(run_dir: Path, runs: Sequence[NotebookRun]) -> list[_Section]:
             except (OSError, ValueError):
                 doc = None
         figs = extract_figures(r.output, run_dir / "figures", r.stem) if Path(r.output).is_file() else []
-        out.append(_Section(r, doc, figs))
+        out.append(_Section(r, doc, figs, export_html(r.output)))
     return out
+
+
+def export_html(executed: str | os.PathLike) -> Path | None:
+    """Export an executed notebook to ``<same name>.html`` beside it with nbconvert's HTML
+    exporter (outputs and figures embedded: the page needs no other file). A failed notebook is
+    exported too (its traceback shows). Returns the page, or ``None`` when ``executed`` does not
+    exist or nbconvert could not export it (a warning says why; the report links the .ipynb)."""
+    executed = Path(executed)
+    if not executed.is_file():
+        return None
+    try:
+        import nbformat
+        from nbconvert import HTMLExporter
+
+        body, _ = HTMLExporter(embed_images=True).from_notebook_node(nbformat.read(executed, as_version=4))
+    except Exception as exc:  # noqa: BLE001 - the report is still written, without this page
+        print(f"wsslib reproduce: could not export {executed} to HTML ({type(exc).__name__}: {exc}); "
+              "the report links the .ipynb instead", file=sys.stderr)
+        return None
+    page = executed.with_suffix(".html")
+    page.write_text(body, encoding="utf-8")
+    return page
 
 
 def write_report(
@@ -875,7 +952,9 @@ def _markdown(sections, info, run_dir: Path, base: Path, max_rows: int) -> str:
         L += [f"## {s.run.stem}", ""]
         L.append(f"{_status(s)} in {s.run.seconds:.1f} s, peak memory "
                  + ("?" if s.run.peak_rss_mib is None else f"{s.run.peak_rss_mib:.0f} MiB")
-                 + f"; executed notebook: [{s.run.notebook}]({_rel(Path(s.run.output), base)})"
+                 + "; executed notebook: "
+                 + (f"[{s.html.name}]({_rel(s.html, base)}) (HTML), " if s.html else "")
+                 + f"[{s.run.notebook}]({_rel(Path(s.run.output), base)})"
                  + (f", results: [{s.run.stem}.json]({_rel(run_dir / (s.run.stem + '.json'), base)})" if s.doc else ""))
         L.append("")
         if s.run.error:
@@ -955,6 +1034,8 @@ def _html(sections, info, run_dir: Path, base: Path, max_rows: int) -> str:
         mem = "?" if s.run.peak_rss_mib is None else f"{s.run.peak_rss_mib:.0f} MiB"
         cls = "failed" if s.run.error else "ok"
         links = f"<a href='{e(_rel(Path(s.run.output), base))}'>{e(s.run.notebook)}</a>"
+        if s.html is not None:
+            links = f"executed notebook <a href='{e(_rel(s.html, base))}'>{e(s.html.name)}</a> ({links})"
         if s.doc is not None:
             links += f", <a href='{e(_rel(run_dir / (s.run.stem + '.json'), base))}'>{e(s.run.stem)}.json</a>"
         H.append(f"<p><span class='{cls}'>{e(_status(s))}</span> in {s.run.seconds:.1f} s, peak memory {mem}; {links}</p>")

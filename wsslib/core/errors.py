@@ -19,11 +19,12 @@ class DatasetNotFoundError(WSSLibError, FileNotFoundError):
     def __init__(self, name: str, root: str | Path, hint: str | None = None) -> None:
         self.name = name
         self.root = Path(root)
-        cmd = f"./data_download.sh --root {self.root.parent} {name}"
+        cmd = f"wsslib download --root {self.root.parent} {name}"
         msg = (
             f"Data set '{name}' not found: the folder {self.root} does not exist or is incomplete"
             + (f" ({hint})" if hint else "")
             + f".\nFetch it with:  {cmd}\n"
+            "(in a notebook: !" + cmd + "; in the repository, ./data_download.sh takes the same arguments)\n"
             "or pass root=... (notebooks: the data_root parameter) pointing at your copy."
         )
         super().__init__(msg)

@@ -1,4 +1,4 @@
-"""Small shared helpers: seeding, device resolution, shape checks."""
+"""Small shared helpers: seeding, determinism, device resolution, mixed precision, shape checks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import random
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +15,77 @@ import torch
 from wsslib.core.errors import ShapeError
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) globally: for scripts and notebooks.
 
     No wsslib function calls this: library calls that draw random numbers take a ``seed`` and
     run inside :func:`rng_scope`, which leaves the caller's random state as it found it.
+
+    Args:
+        seed: any int; NumPy gets ``seed % 2**32``.
+        deterministic: also switch torch to deterministic kernels for the rest of the process
+            (:func:`set_deterministic`): cuDNN deterministic, no cuDNN autotuning,
+            ``torch.use_deterministic_algorithms(True)``. Slower on a GPU; an operation without a
+            deterministic implementation then raises instead of running.
     """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        set_deterministic(True)
+
+
+def set_deterministic(enabled: bool = True, *, warn_only: bool = False) -> dict:
+    """Switch torch's deterministic mode globally; returns the previous settings (for
+    :func:`deterministic_scope`).
+
+    On: ``torch.backends.cudnn.deterministic = True``, ``cudnn.benchmark = False`` (autotuning
+    picks kernels by timing, so runs differ), ``torch.use_deterministic_algorithms(True,
+    warn_only=warn_only)`` (an operation without a deterministic implementation raises, or warns
+    with ``warn_only``), and ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless already set (cuBLAS needs it
+    for deterministic matrix products on CUDA >= 10.2). Off: torch's defaults for the three flags.
+    On a CPU the flags change nothing measurable (its kernels are deterministic already) but
+    are set all the same.
+    """
+    before = {"cudnn_deterministic": torch.backends.cudnn.deterministic, "cudnn_benchmark": torch.backends.cudnn.benchmark,
+              "algorithms": torch.are_deterministic_algorithms_enabled(),
+              "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+              "cublas": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+    return before
+
+
+@contextmanager
+def deterministic_scope(enabled: bool = True, *, warn_only: bool = False) -> Iterator[None]:
+    """Run a block in torch's deterministic mode (:func:`set_deterministic`) and restore the
+    caller's settings afterwards; ``enabled=False`` leaves everything as it is (a no-op).
+
+    Example:
+        >>> import torch
+        >>> with deterministic_scope():
+        ...     torch.are_deterministic_algorithms_enabled()
+        True
+        >>> torch.are_deterministic_algorithms_enabled()
+        False
+    """
+    if not enabled:
+        yield
+        return
+    before = set_deterministic(True, warn_only=warn_only)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic = before["cudnn_deterministic"]
+        torch.backends.cudnn.benchmark = before["cudnn_benchmark"]
+        torch.use_deterministic_algorithms(before["algorithms"], warn_only=before["warn_only"])
+        if before["cublas"] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 @contextmanager
@@ -67,18 +127,59 @@ def rng_scope(seed: int, devices: Sequence[torch.device | str | int] | None = No
         np.random.set_state(np_state)
 
 
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """Turn ``"auto"`` (CUDA when present, else CPU), a name or a device into a ``torch.device``.
+    """Turn ``"auto"``, a name or a device into a ``torch.device``.
+
+    ``"auto"`` (or None): CUDA when a GPU is usable, else Apple's MPS (Apple-silicon Macs), else
+    the CPU.
 
     Raises:
-        ValueError: ``"cuda"`` asked for on a machine without a usable GPU.
+        ValueError: ``"cuda"`` or ``"mps"`` asked for on a machine that does not have it.
     """
     if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if _mps_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} asked for, but no CUDA GPU is available here; use 'auto' or 'cpu'.")
+    if dev.type == "mps" and not _mps_available():
+        raise ValueError(f"device={device!r} asked for, but Apple's MPS is not available here; use 'auto' or 'cpu'.")
     return dev
+
+
+def amp_enabled(amp: bool, device: str | torch.device) -> bool:
+    """Whether mixed precision actually runs: ``amp`` on a CUDA device. Elsewhere (CPU, MPS)
+    ``amp=True`` is a documented no-op: those devices compute in float32 as without it (CPU
+    autocast would run bfloat16, slower than float32 on most CPUs and not what the papers used)."""
+    return bool(amp) and torch.device(device).type == "cuda"
+
+
+def autocast(device: str | torch.device, amp: bool = True) -> AbstractContextManager:
+    """The mixed-precision context of a forward pass: ``torch.autocast("cuda", float16)`` when
+    :func:`amp_enabled`, else a no-op context (float32).
+
+    Example:
+        >>> import torch
+        >>> with autocast("cpu", amp=True):  # a no-op on the CPU
+        ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+        torch.float32
+    """
+    if amp_enabled(amp, device):
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return nullcontext()
+
+
+def grad_scaler(device: str | torch.device, amp: bool = True) -> "torch.amp.GradScaler":
+    """The loss scaler that goes with :func:`autocast` in a training loop: active (float16
+    gradients need scaling) when :func:`amp_enabled`, else disabled (``scale``, ``step`` and
+    ``update`` pass through)."""
+    return torch.amp.GradScaler("cuda", enabled=amp_enabled(amp, device))
 
 
 def check_shape(name: str, t: torch.Tensor, dims: Sequence[int | None]) -> None:

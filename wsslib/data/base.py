@@ -14,10 +14,11 @@ from typing import TypeVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from wsslib.core.errors import DataError, DatasetNotFoundError
 from wsslib.core.registry import Registry
+from wsslib.data.sources import default_data_root, in_source_checkout
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -212,8 +213,10 @@ def get_dataset(name: str, root: str | Path | None = None, split: str = "train",
 def find_root(name: str, root: str | Path | None = None) -> Path:
     """The folder holding data set ``name``.
 
-    Tried in order: ``root`` when given (then only it), ``$WSSLIB_DATA/<name>``,
-    ``<project>/data/<name>``, ``<project>/../shared/data/<name>``.
+    Tried in order: ``root`` when given (then only it), ``$WSSLIB_DATA/<name>``, then in a source
+    checkout ``<project>/data/<name>`` and ``<project>/../shared/data/<name>``, in a wheel install
+    ``<user data folder>/<name>`` (:func:`~wsslib.data.sources.default_data_root`, where
+    ``wsslib download`` puts it).
 
     Raises:
         DatasetNotFoundError: none of the candidates is a folder; names the first candidate.
@@ -224,7 +227,10 @@ def find_root(name: str, root: str | Path | None = None) -> Path:
         candidates = []
         if os.environ.get("WSSLIB_DATA"):
             candidates.append(Path(os.environ["WSSLIB_DATA"]).expanduser() / name)
-        candidates += [PROJECT_ROOT / "data" / name, PROJECT_ROOT.parent / "shared" / "data" / name]
+        if in_source_checkout():
+            candidates += [PROJECT_ROOT / "data" / name, PROJECT_ROOT.parent / "shared" / "data" / name]
+        else:
+            candidates.append(default_data_root() / name)
     for c in candidates:
         if c.is_dir():
             return c

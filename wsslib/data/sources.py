@@ -1,6 +1,8 @@
 """The table of real data sources, ``wsslib/data/sources.tsv``: the one place that names every
-download (URL, size, checksum, licence, layout). ``./data_download.sh`` reads it, and so do the
-tests; :class:`~wsslib.core.errors.DatasetNotFoundError` messages point at the script.
+download (URL, size, checksum, licence, layout). ``wsslib download`` (:mod:`wsslib.data.download`,
+and ``./data_download.sh``, its wrapper in the repository) reads it, and so do the tests;
+:class:`~wsslib.core.errors.DatasetNotFoundError` messages name the command. Also where the data
+live by default (:func:`default_data_root`).
 
 >>> from wsslib.data.sources import load_sources
 >>> sorted({s.name for s in load_sources()})[:3]
@@ -9,12 +11,33 @@ tests; :class:`~wsslib.core.errors.DatasetNotFoundError` messages point at the s
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from wsslib.core.errors import DataError
 
 SOURCES_PATH = Path(__file__).resolve().parent / "sources.tsv"
+#: The repository root when wsslib runs from a source checkout (an editable install); in a wheel
+#: install this is site-packages, which has no pyproject.toml (:func:`in_source_checkout`).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def in_source_checkout() -> bool:
+    """Whether this wsslib is the repository's (a clone, an editable install), not a wheel's."""
+    return (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "wsslib").is_dir()
+
+
+def default_data_root() -> Path:
+    """Where data sets live unless a ``root`` is given: ``$WSSLIB_DATA``, else the repository's
+    ``data/`` in a source checkout, else the user's data folder (``$XDG_DATA_HOME/wsslib/data``,
+    by default ``~/.local/share/wsslib/data``). ``wsslib download`` installs there and the loaders
+    look there (:func:`wsslib.data.base.find_root`)."""
+    if os.environ.get("WSSLIB_DATA"):
+        return Path(os.environ["WSSLIB_DATA"]).expanduser()
+    if in_source_checkout():
+        return PROJECT_ROOT / "data"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share").expanduser() / "wsslib" / "data"
 COLUMNS = ("name", "file", "url", "size", "checksum", "access", "unpack", "dest", "provides", "licence", "steps")
 UNPACK_KINDS = ("zip", "tar", "tar.gz", "file")
 

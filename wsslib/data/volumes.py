@@ -150,7 +150,7 @@ class VolumeSlices(WSSDataset):
         self._index: list[tuple[int, int, int, int]] = []  # (volume, row in cache, slice k, label)
         self._meta: list[Path] = []
         self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
 
         for v_i, vol in enumerate(tqdm(volumes, desc=f"{self.name} slices", disable=not progress)):
             stem = self.cache / f"{vol.case}-{_file_tag([*vol.channels, vol.label])}"

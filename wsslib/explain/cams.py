@@ -368,7 +368,7 @@ def compute_cams(
 
     starts: Iterator[int] | range = range(0, n, batch_size)
     if progress:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
 
         starts = tqdm(starts, total=(n + batch_size - 1) // batch_size, desc=f"CAM {method}")
 

@@ -580,7 +580,7 @@ def ccam_maps(
     device = next(model.parameters()).device
     starts: Any = range(0, n, batch_size)
     if progress:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="CCAM maps")
     with eval_mode(model):

@@ -36,7 +36,7 @@ from torch import nn
 
 from wsslib.core import distributed as _dist
 from wsslib.core.errors import DataError
-from wsslib.core.utils import resolve_device, rng_scope
+from wsslib.core.utils import amp_enabled, autocast, deterministic_scope, resolve_device, rng_scope
 from wsslib.data.augment import FlipAugment
 from wsslib.data.base import TensorBatch
 from wsslib.models.classifiers import create_model
@@ -194,6 +194,11 @@ class ClassifierTrainConfig:
         max_steps: None (no cap) or the most optimiser steps of the whole training: the epoch
             in which the cap is reached stops its training batches there, is validated, and is
             the last. For tests of GPU-sized presets on a CPU (``max_steps=2``).
+        amp: mixed precision on CUDA (fastai's ``to_fp16``: float16 autocast and a gradient
+            scaler); a no-op on the CPU and MPS (:func:`~wsslib.core.utils.amp_enabled`).
+        deterministic: torch's deterministic kernels while training (cuDNN deterministic,
+            ``torch.use_deterministic_algorithms``; :func:`~wsslib.core.utils.deterministic_scope`
+            restores the caller's settings afterwards).
     """
 
     lr: float = 1e-4
@@ -212,6 +217,8 @@ class ClassifierTrainConfig:
     cache_max_gb: float = 8.0
     class_weight: str | None = None
     max_steps: int | None = None
+    amp: bool = False
+    deterministic: bool = False
 
 
 def train_classifier(
@@ -258,7 +265,7 @@ def train_classifier(
     # fastai's first import draws from torch's global generator: import it before the seeded scope,
     # or the first training of a process would differ from every later one with the same seed.
     _fastai_parts()
-    with rng_scope(cfg.seed):
+    with rng_scope(cfg.seed), deterministic_scope(cfg.deterministic):
         if cfg.freeze is not None:
             res = _train_frozen(model, train, valid, cfg, device, progress)
         else:
@@ -329,6 +336,7 @@ def _train_classifier(
                 opt_func=Adam, lr=lr, wd=weight_decay,
                 metrics=[_accuracy], cbs=cbs, path=Path(tmp), model_dir=".",
             )
+            _mixed_precision(learn, cfg, dev)
             _fit(learn, epochs, lr, one_cycle, quiet=not progress or info.rank > 0)
     finally:
         if info.distributed:
@@ -437,6 +445,7 @@ def _train_frozen(
                 opt_func=Adam, lr=cfg.lr, wd=cfg.weight_decay,
                 metrics=[_accuracy], cbs=cbs, path=Path(tmp), model_dir=".",
             )
+            _mixed_precision(learn, cfg, dev)
             _fit(learn, cfg.epochs, cfg.lr, cfg.one_cycle, quiet=not progress)
     finally:
         for p, flag in flags:
@@ -555,6 +564,14 @@ def _fastai_parts() -> SimpleNamespace:
                            step_cap=step_cap)
 
 
+def _mixed_precision(learn, cfg: ClassifierTrainConfig, dev: torch.device) -> None:
+    """fastai's mixed precision (float16 autocast and a gradient scaler) when ``cfg.amp`` on CUDA."""
+    if amp_enabled(cfg.amp, dev):
+        import fastai.callback.fp16  # noqa: F401 - patches Learner.to_fp16
+
+        learn.to_fp16()
+
+
 def _fit(learn, epochs: int, lr: float, one_cycle: bool, quiet: bool = False) -> None:
     """Fit with fastai, its FutureWarnings silenced; ``quiet`` also silences bars, the epoch table
     and early stopping's print."""
@@ -639,16 +656,18 @@ def fit_classifier(
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = 64,
-                   device: str | torch.device | None = None) -> torch.Tensor:
-    """Logits of ``images`` (N, 3, H, W) as (N, C) on the CPU, in batches, dropout off.
+                   device: str | torch.device | None = None, amp: bool = False) -> torch.Tensor:
+    """Logits of ``images`` (N, 3, H, W) as (N, C) float32 on the CPU, in batches, dropout off.
 
-    ``device``: where to run (default: where the model's parameters are).
+    ``device``: where to run (default: where the model's parameters are). ``amp``: float16
+    autocast on CUDA (a no-op elsewhere: :func:`~wsslib.core.utils.amp_enabled`).
     """
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     was = model.training
     model.eval()
     try:
-        return torch.cat([model(x.to(dev)).cpu() for x in images.split(batch_size)]) if len(images) else \
-            torch.empty(0, getattr(model, "num_classes", 2))
+        with autocast(dev, amp):
+            return torch.cat([model(x.to(dev)).float().cpu() for x in images.split(batch_size)]) if len(images) else \
+                torch.empty(0, getattr(model, "num_classes", 2))
     finally:
         model.train(was)

@@ -8,6 +8,9 @@ Every notebook's ``parameters`` cell names a ``preset`` and leaves every other k
    paper's own settings, for a GPU), as defined by the notebook's paper module;
 2. the notebook's smoke overlay, when ``smoke`` is on (seconds per notebook: CI);
 3. every value the user passed (not ``None``), so ``-p image_size 96`` wins in smoke mode too.
+
+It also resolves ``progress`` (:func:`resolve_progress`): progress bars when a person runs the
+notebook, none in smoke mode and none when ``wsslib reproduce`` runs it headless.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["PAPER_SMOKE", "PRESETS", "REAL_CLASSIFIER", "REAL_DECISION_CLASSIFIER", "REAL_SMOKE", "Settings", "SMOKE_ENV", "notebook_settings",
-           "resolve_smoke"]
+__all__ = ["PAPER_SMOKE", "PRESETS", "PROGRESS_ENV", "REAL_CLASSIFIER", "REAL_DECISION_CLASSIFIER", "REAL_SMOKE",
+           "Settings", "SMOKE_ENV", "notebook_settings", "resolve_progress", "resolve_smoke"]
 
 #: The environment variable the test suite sets to run every notebook in smoke mode.
 SMOKE_ENV = "WSSLIB_SMOKE"
+#: The environment variable ``wsslib reproduce`` sets to ``0`` in its kernels: no progress bars in
+#: headless runs (executed notebooks keep no stderr output).
+PROGRESS_ENV = "WSSLIB_PROGRESS"
 #: Preset names, in the order a user meets them.
 PRESETS = ("cpu", "real", "paper")
 
@@ -84,6 +90,20 @@ def resolve_smoke(smoke: bool | None) -> bool:
     return bool(smoke) if smoke is not None else os.environ.get(SMOKE_ENV) == "1"
 
 
+def resolve_progress(progress: bool | None, smoke: bool) -> bool:
+    """Whether a notebook shows progress bars: ``progress`` when given; else off in smoke mode and
+    when ``$WSSLIB_PROGRESS`` is ``0`` (``wsslib reproduce`` sets it), on otherwise (a person
+    running the notebook in Jupyter, where ``tqdm.auto`` draws widget bars).
+
+    Example:
+        >>> resolve_progress(None, smoke=True), resolve_progress(True, smoke=True)
+        (False, True)
+    """
+    if progress is not None:
+        return bool(progress)
+    return not smoke and os.environ.get(PROGRESS_ENV, "1") != "0"
+
+
 def _is_value(x: Any) -> bool:
     """A knob's value: not None, and not a module, function or class that a notebook imported
     under a knob's name (``from wsslib.methods import cam_methods`` beside a ``cam_methods`` knob)."""
@@ -101,7 +121,8 @@ def notebook_settings(notebook: str, params: Mapping[str, Any]) -> Settings:
 
     Returns:
         :class:`Settings` with every knob of the notebook's preset, smoke overlay applied to the
-        knobs not given, then the given ones; plus ``preset``, ``smoke``, ``seed``, ``device``,
+        knobs not given, then the given ones; plus ``preset``, ``smoke``, ``progress``
+        (:func:`resolve_progress` of ``params["progress"]``) and ``seed``, ``device``,
         ``results_dir`` when present in ``params``.
 
     Raises:
@@ -109,8 +130,8 @@ def notebook_settings(notebook: str, params: Mapping[str, Any]) -> Settings:
 
     Example:
         >>> s = notebook_settings("00", {"preset": "cpu", "smoke": True, "epochs": 3})
-        >>> s.epochs, s.smoke, "epochs" in s.given
-        (3, True, True)
+        >>> s.epochs, s.smoke, s.progress, "epochs" in s.given
+        (3, True, False, True)
     """
     from wsslib.papers import notebook_module
 
@@ -133,5 +154,6 @@ def notebook_settings(notebook: str, params: Mapping[str, Any]) -> Settings:
         if k in params:
             s[k] = params[k]
     s["preset"], s["smoke"] = preset, smoke
+    s["progress"] = resolve_progress(params["progress"] if _is_value(params.get("progress")) else None, smoke)
     dict.__setitem__(s, "given", sorted(given))
     return s

@@ -62,7 +62,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from wsslib.core.errors import DataError, ShapeError
 from wsslib.core.maps import minmax_per_image

@@ -95,6 +95,9 @@ class GazeConfig:
             (``"efficientnet_lite0"``: frozen, features cached once for every variant, one
             :class:`~wsslib.models.encoder_unet.FPNDecoder` per level; the ``real`` preset).
         decoder_width: the decoders' channels (with ``encoder``); ``feat_ch`` their feature width.
+        amp, deterministic: mixed precision on CUDA (a no-op elsewhere) and torch's deterministic
+            kernels, for every UNet's training (see
+            :class:`~wsslib.methods.gaze.training.MultiLevelTrainConfig`).
     """
 
     image_size: int = 128
@@ -124,6 +127,8 @@ class GazeConfig:
     feat_ch: int = 16
     encoder: str | None = None
     decoder_width: int = 64
+    amp: bool = False
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         bad = [v for v in self.variants if v not in VARIANTS]
@@ -171,7 +176,8 @@ class GazeConfig:
             iterations=self.iterations, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer, lam=self.lam,
             consistency=VARIANTS[variant], lam_warmup=self.lam_warmup,
             eval_every=self.eval_every or max(1, self.iterations // 12), widths=tuple(self.widths),
-            feat_ch=self.feat_ch, encoder=self.encoder, decoder_width=self.decoder_width, seed=seed)
+            feat_ch=self.feat_ch, encoder=self.encoder, decoder_width=self.decoder_width, seed=seed, amp=self.amp,
+            deterministic=self.deterministic)
 
     def variant_name(self, variant: str) -> str:
         """The table row of a variant, e.g. ``"2 UNets + consistency + LPP"``."""

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from wsslib.core.errors import DataError, ShapeError
 from wsslib.core.utils import check_shape
