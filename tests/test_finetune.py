@@ -121,9 +121,14 @@ def test_cached_training_equals_uncached(tiny):
     for ha, hb in zip(a.history, b.history):
         for k in ("train_loss", "valid_loss", "accuracy"):
             assert ha[k] == pytest.approx(hb[k], rel=1e-4, abs=1e-5), k
-    sa, sb = a.model.state_dict(), b.model.state_dict()
-    for k in sa:
-        assert torch.allclose(sa[k].float(), sb[k].float(), rtol=1e-3, atol=1e-4), k
+    # The trained networks compute the same function. (Not their weights entry by entry: Adam moves
+    # each weight by about +-lr per step whatever its gradient's size, so a gradient entry that is
+    # rounding noise in both paths can move its weight in opposite directions; how often depends on
+    # the CPU's kernels and thread count.)
+    images = tiny[1].images
+    with torch.no_grad():
+        la, lb = a.model.eval()(images), b.model.eval()(images)
+    assert torch.allclose(la, lb, rtol=0, atol=1e-3 * float(lb.abs().max()))
 
 
 def test_float16_cache_close_to_float32(tiny):
