@@ -83,11 +83,14 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
         settings = AnnotateSettings(
             theta=args.theta, k=args.k, method=args.method, map_threshold=args.map_threshold,
             sizes=None if args.size is None else (args.size,), fusion=args.fusion, seed=args.seed,
-            category=args.category)
+            category=args.category, min_side=args.min_side, ood=not args.no_ood)
         res = annotate(args.images_dir, args.models, args.out, settings, batch_size=args.batch,
                        device=args.device, workers=args.workers, retry_errors=args.retry_errors,
                        progress=not args.quiet)
-    except (DataError, ValueError) as e:
+    except (DataError, OSError) as e:  # missing or empty folder, bad checkpoint...: a runtime error
+        print(f"wsslib annotate: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:  # an option out of its range: a usage error
         print(f"wsslib annotate: {e}", file=sys.stderr)
         return 2
     if is_main_process():
@@ -163,16 +166,19 @@ def main(argv: list[str] | None = None) -> int:
     ann = sub.add_parser("annotate", help="AAX masks, decisions and a review list for a folder of images (resumable)")
     ann.add_argument("images_dir", type=Path, help="folder of jpg/png/tiff/bmp images (searched recursively)")
     ann.add_argument("--models", nargs="+", required=True, type=Path, metavar="CKPT",
-                     help="checkpoints written by wsslib.models.save_checkpoint (the paper: 3)")
+                     help="checkpoints (the paper: 3), or the folder `wsslib train --out DIR` wrote")
     ann.add_argument("--out", required=True, type=Path, help="output folder; an existing one is resumed")
-    ann.add_argument("--theta", type=float, default=0.1, help="uncertainty threshold (default 0.1)")
+    ann.add_argument("--theta", type=float, default=None,
+                     help="uncertainty threshold (default: the checkpoints', else 0.1)")
     ann.add_argument("--k", type=int, default=20, help="MC dropout passes per model (default 20)")
     ann.add_argument("--batch", type=int, default=16, help="images per forward pass (default 16)")
     ann.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
     ann.add_argument("--size", type=int, default=None, help="model input side S (default: from the checkpoints)")
     ann.add_argument("--map-threshold", type=float, default=None, help="mask threshold (default: from the checkpoints)")
-    ann.add_argument("--fusion", default="intersection", choices=["intersection", "union", "majority", "mean"],
-                     help="how the agreeing models' maps combine (paper: intersection)")
+    ann.add_argument("--fusion", default=None, choices=["intersection", "union", "majority", "mean"],
+                     help="how the agreeing models' maps combine (default: the checkpoints', else intersection)")
+    ann.add_argument("--min-side", type=int, default=16, help="smaller images go to errors.csv (default 16 px)")
+    ann.add_argument("--no-ood", action="store_true", help="ignore the checkpoints' out-of-distribution gates")
     ann.add_argument("--method", default="xgradcam", choices=["xgradcam", "gradcam", "hirescam"], help="CAM method")
     ann.add_argument("--seed", type=int, default=0, help="seed of the dropout masks")
     ann.add_argument("--category", default="lesion", help="COCO category name (default lesion)")
