@@ -5,6 +5,8 @@
                      (runs/<timestamp>/: executed notebooks, results JSON, report.md/html; --in-place
                      also writes the executed notebooks over notebooks/NN_*.ipynb, for committing)
     wsslib bench NAME [options]      (NAME: aax, gaze, ...; each prints one JSON line)
+    wsslib train DATA --out DIR [--models ...] [--theta 0.1] [--fusion F] [--smoke]
+                    (the AAX ensemble's checkpoints + model card; see wsslib.apps.train)
     wsslib annotate IMAGES_DIR --models CKPT... --out OUT_DIR [--theta 0.1] [--k 20] [--batch N]
                     [--device auto] [--size S] [--map-threshold T]   (AAX masks, resumable;
                     runs under torchrun too: torchrun --nproc_per_node 2 -m wsslib.apps.cli annotate ...)
@@ -186,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     ann.add_argument("--retry-errors", action="store_true", help="try again the files an earlier run could not read")
     ann.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ann.set_defaults(func=_cmd_annotate)
+
+    from wsslib.apps.train import add_parser as add_train_parser  # wsslib train (its own module)
+
+    add_train_parser(sub)
 
     ben = sub.add_parser("bench", help="run a benchmark (prints one JSON line)", add_help=False)
     ben.add_argument("name", help="benchmark name: " + ", ".join(_benchmarks()))
