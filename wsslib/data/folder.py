@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wsslib.core.errors import DataError, DatasetNotFoundError
-from wsslib.data.base import Sample, WSSDataset, find_root, register_dataset
+from wsslib.core.errors import DataError
+from wsslib.data.base import Sample, WSSDataset, register_dataset
 from wsslib.data.gazefile import read_fixations
 from wsslib.data.io import IMAGE_SUFFIXES, read_csv, read_image, read_mask
 from wsslib.data.splitting import stratified_split
@@ -108,12 +108,11 @@ def scan_folder(root: str | Path, seed: int = 0) -> FolderScan:
     """Scan, check and split a ``folder`` data set (see the module doc); cached while unchanged.
 
     Raises:
-        DatasetNotFoundError: ``root`` or ``root/images`` missing, or no image in it.
-        DataError: missing masks, size mismatches, contradicting labels, a bad ``labels.csv``.
+        DataError: ``root/images`` missing or without images, missing masks, size mismatches, contradicting labels, a bad ``labels.csv``.
     """
     root = Path(root)
     if not (root / "images").is_dir():
-        raise DatasetNotFoundError("folder", root, hint="it has no images/ folder (see wsslib.data.folder)")
+        raise DataError(f"{root}: no images/ folder in it (the folder data set's layout: see wsslib.data.folder)")
     key = (str(root.resolve()), int(seed), _signature(root))
     if key not in _CACHE:
         _CACHE.clear()  # one folder at a time is plenty
@@ -149,7 +148,7 @@ def _read_labels(root: Path, ids: set[str]) -> tuple[dict[str, int], dict[str, s
 def _scan(root: Path, seed: int) -> FolderScan:
     images = _listing(root / "images")
     if not images:
-        raise DatasetNotFoundError("folder", root, hint="its images/ folder holds no jpg/png/tif/bmp image")
+        raise DataError(f"{root / 'images'}: holds no jpg/png/tif/bmp image")
     by_id: dict[str, Path] = {}
     for p in images:
         i = p.relative_to(root / "images").with_suffix("").as_posix()
@@ -229,8 +228,7 @@ class FolderDataset(WSSDataset):
     """Your own folder of images as a data set (layout and checks: see :mod:`wsslib.data.folder`).
 
     Args:
-        root: the folder holding ``images/`` (required in practice: the default search path
-            looks for ``<data>/folder``).
+        root: the folder holding ``images/`` (required).
         split: ``"train"``, ``"valid"``, ``"test"`` or ``"all"``.
         seed: seed of the stratified split (when ``labels.csv`` has no ``split`` column).
 
@@ -248,7 +246,12 @@ class FolderDataset(WSSDataset):
         if split not in SPLITS:
             raise ValueError(f"folder split must be one of {SPLITS}, got {split!r}")
         self.split = split
-        self.root = find_root("folder", root)
+        if root is None:
+            raise DataError("dataset 'folder' needs its folder: root=... (notebooks: data_root=...; the folder holds "
+                            "images/ and masks/ or labels.csv, see wsslib.data.folder)")
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: the folder does not exist")
         scan = scan_folder(self.root, seed)
         self.skipped = list(scan.skipped)
         self._has_masks = scan.has_masks
