@@ -181,3 +181,44 @@ def test_train_on_a_folder_cpu_preset(tmp_path):
     assert sum(x["n"] for x in card["data"]["splits"].values()) == 28
     assert len(list(out.glob("*.pt"))) == 3
     assert cli.main(["train", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "-q"]) == 1
+
+
+def test_bench_gate_scores_a_fake_run(tmp_path):
+    """The acceptance score on a hand-made annotate output: Dice with empty masks for misses,
+    the centre prior on the same frames, gate rates per source."""
+    from wsslib.apps.bench.gate import score
+
+    ann = tmp_path / "ann"
+    (ann / "masks").mkdir(parents=True)
+    truth = np.zeros((20, 20), bool)
+    truth[5:15, 5:15] = True
+    Image.fromarray(truth.astype(np.uint8) * 255).save(ann / "masks" / "polypgen_a.png")
+    rows = [["polypgen_a.png", "diseased", "", "masks/polypgen_a.png"],
+            ["polypgen_b.png", "flagged", "uncertain", ""],
+            ["polypgen_c.png", "healthy", "", ""],
+            ["other_x.png", "flagged", "out_of_distribution", ""],
+            ["other_y.png", "healthy", "", ""]]
+    with open(ann / "decisions.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["file", "decision", "flag_reason", "mask"], *rows])
+    built = {"sources": {"polypgen_a.png": "polypgen", "polypgen_b.png": "polypgen", "polypgen_c.png": "polypgen",
+                         "other_x.png": "other", "other_y.png": "other"},
+             "masks": {"polypgen_a.png": truth, "polypgen_b.png": truth, "polypgen_c.png": np.zeros_like(truth)},
+             "labels": {"polypgen_a.png": 1, "polypgen_b.png": 1, "polypgen_c.png": 0}}
+    s = score(ann, built, prior_share=0.25)
+    assert s["n_polyp_frames"] == 2 and s["dice_polyp_frames"] == 0.5 and s["dice_with_mask"] == 1.0
+    assert 0.0 < s["centre_prior_dice"] < 1.0 and s["accuracy_polypgen"] == 1.0
+    assert (s["ood_flag_rate_other"], s["flag_rate_polypgen"], s["ood_flag_rate_polypgen"]) == (0.5, 1 / 3, 0.0)
+    assert not s["pass_gate_other"] and s["pass_gate_polypgen"]
+
+
+def test_bench_gate_builds_the_mixed_folder(shared_data, tmp_path):
+    from wsslib.apps.bench.gate import build_mixed_folder
+
+    other = tmp_path / "pets"
+    other.mkdir()
+    Image.new("RGB", (50, 40), (120, 80, 40)).save(other / "cat.jpg")
+    built = build_mixed_folder(tmp_path / "mixed", data_root=shared_data, non_endoscopy=other)
+    srcs = list(built["sources"].values())
+    assert (srcs.count("polypgen"), srcs.count("kvasir"), srcs.count("other")) == (60, 100, 1)
+    assert (tmp_path / "mixed" / "other_cat.png").is_file() and built["non_endoscopy_source"] == str(other)
+    assert all(m.shape == np.asarray(Image.open(tmp_path / "mixed" / f)).shape[:2] for f, m in built["masks"].items())
