@@ -77,3 +77,25 @@ def test_ensemble_flags_and_pooled_features():
     assert z.shape == (3, m.num_features) and z.dtype == torch.float32 and m.training  # mode restored
     with torch.no_grad():
         torch.testing.assert_close(z, m.eval().embed(x))
+
+
+def test_member_gates_and_table_on_synthetic_images():
+    """Notebook 04's calls: gates of (untrained) members on synthetic in-distribution images;
+    the table's rows; the synthetic OOD family scores farther than the test split."""
+    from wsslib.data import load_splits
+    from wsslib.methods.ood import fit_member_gates, gate_table
+
+    data = load_splits("synthetic", ("train", "valid", "test", "ood"), size=32, n=120, seed=0, n_ood=20)
+    models = []
+    for i in range(2):
+        torch.manual_seed(i)
+        models.append(create_model("smallcnn", width=8))
+    gates = fit_member_gates(models, data["train"].images, data["valid"].images, quantile=0.9)
+    assert len(gates) == 2 and all(g.reference.shape[0] == len(data["train"]) for g in gates)
+    rows = gate_table(models, gates, {"test": data["test"].images, "ood": data["ood"].images,
+                                      "none": data["ood"].images[:0]})
+    assert [r["set"] for r in rows] == ["test", "ood", "none"] and rows[1]["n_images"] == 20
+    assert 0.0 <= rows[0]["ood_flag_rate"] <= 1.0 and rows[2]["ood_flag_rate"] != rows[2]["ood_flag_rate"]  # NaN
+    far = gates[0].score(pooled_features(models[0], data["ood"].images)).mean()
+    near = gates[0].score(pooled_features(models[0], data["test"].images)).mean()
+    assert float(far) > float(near)

@@ -209,7 +209,7 @@ def train_ensemble(ts: TrainSettings, *, progress: bool = True) -> TrainedEnsemb
     from wsslib.evaluate.metrics import as_bool_mask
     from wsslib.evaluate.thresholds import default_grid
     from wsslib.methods import aax
-    from wsslib.methods.ood import ensemble_flags, fit_gate, pooled_features
+    from wsslib.methods.ood import fit_member_gates, gate_table
     from wsslib.models import save_checkpoint
     from wsslib.papers import nasir2025
 
@@ -248,15 +248,11 @@ def train_ensemble(ts: TrainSettings, *, progress: bool = True) -> TrainedEnsemb
 
     _log("fitting the out-of-distribution gates", progress)
     t0 = time.perf_counter()
-    gates, flags = [], {"valid": [], "test": [], "ood": []}
-    for m in members.models:
-        feats = {sp: pooled_features(m, data[sp].images) for sp in ("train", *flags) if sp in data}
-        gate = fit_gate(feats["train"], feats["valid"], k=ts.ood_k, quantile=ts.ood_quantile, seed=ts.seed)
-        gates.append(gate)
-        for sp in flags:
-            if sp in feats:
-                flags[sp].append(gate.flags(feats[sp]))
-    ood_rates = {sp: float(ensemble_flags(f, cfg.min_uncertain).float().mean()) for sp, f in flags.items() if f}
+    gates = fit_member_gates(members.models, data["train"].images, data["valid"].images, k=ts.ood_k,
+                             quantile=ts.ood_quantile, seed=ts.seed)
+    rows = gate_table(members.models, gates, {sp: data[sp].images for sp in ("valid", "test", "ood") if sp in data},
+                      min_votes=cfg.min_uncertain)
+    ood_rates = {r["set"]: r["ood_flag_rate"] for r in rows}
     gate_s = time.perf_counter() - t0
 
     test_row = ev.row("AAX")

@@ -35,7 +35,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +45,7 @@ from torch import nn
 from wsslib.core.errors import DataError, ShapeError
 from wsslib.core.utils import check_shape
 
-__all__ = ["OODGate", "ensemble_flags", "fit_gate", "pooled_features"]
+__all__ = ["OODGate", "ensemble_flags", "fit_gate", "fit_member_gates", "gate_flags", "gate_table", "pooled_features"]
 
 
 def _normalise(features: torch.Tensor, name: str) -> torch.Tensor:
@@ -220,3 +220,57 @@ def ensemble_flags(flags: torch.Tensor | Sequence[torch.Tensor], min_votes: int 
     if int(min_votes) < 1:
         raise ValueError(f"min_votes must be >= 1, got {min_votes}")
     return f.bool().sum(0) >= min(int(min_votes), f.shape[0])
+
+
+def fit_member_gates(
+    models: Sequence[nn.Module],
+    train_images: torch.Tensor,
+    valid_images: torch.Tensor,
+    *,
+    k: int = 5,
+    quantile: float = 0.95,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> list[OODGate]:
+    """One gate per ensemble member (:func:`fit_gate` on its :func:`pooled_features`).
+
+    Args:
+        models: the ``M`` members.
+        train_images: ``(N, 3, S, S)`` in [0, 1], the images the members were trained on.
+        valid_images: ``(V, 3, S, S)`` in [0, 1], where each cut is set.
+        k, quantile, seed: see :func:`fit_gate`.
+
+    Returns:
+        ``M`` :class:`OODGate` s, in model order.
+    """
+    return [fit_gate(pooled_features(m, train_images, batch_size=batch_size),
+                     pooled_features(m, valid_images, batch_size=batch_size), k=k, quantile=quantile, seed=seed)
+            for m in models]
+
+
+def gate_flags(models: Sequence[nn.Module], gates: Sequence[OODGate], images: torch.Tensor, *,
+               min_votes: int = 2, batch_size: int = 32) -> torch.Tensor:
+    """The ensemble's out-of-distribution flags: ``(B, 3, S, S)`` images -> ``(B,)`` bool
+    (:func:`ensemble_flags` of every member's gate on its own features)."""
+    if len(models) != len(gates):
+        raise ValueError(f"{len(models)} models but {len(gates)} gates")
+    return ensemble_flags([g.flags(pooled_features(m, images, batch_size=batch_size)) for m, g in zip(models, gates)],
+                          min_votes)
+
+
+def gate_table(models: Sequence[nn.Module], gates: Sequence[OODGate], sets: Mapping[str, torch.Tensor], *,
+               min_votes: int = 2, batch_size: int = 32) -> list[dict]:
+    """The gate's flag rate on each named set of images (notebook 04's table, the model card's).
+
+    Args:
+        sets: ``{name: (B, 3, S, S) images}``, e.g. the in-distribution test split, the synthetic
+            OOD family, another hospital's frames, non-endoscopy photos.
+
+    Returns:
+        one row per set: ``{"set", "n_images", "ood_flag_rate"}`` (NaN for an empty set).
+    """
+    rows = []
+    for name, images in sets.items():
+        f = gate_flags(models, gates, images, min_votes=min_votes, batch_size=batch_size)
+        rows.append({"set": name, "n_images": int(len(f)), "ood_flag_rate": float(f.float().mean()) if len(f) else math.nan})
+    return rows
