@@ -21,7 +21,8 @@ Steps:
 
 Non-endoscopy images: ``--non-endoscopy DIR`` (any folder of images, e.g. the Oxford-IIIT Pet
 images: ``./data_download.sh oxford-pets``, then ``data/oxford-pets/images``); without it, the
-Oxford-IIIT Pet test images when the data set is found, else (offline) 24 crops of scikit-learn's
+Oxford-IIIT Pet test images when the data set is found (at most ``--n-other``, default 200, a
+seeded subset), else (offline) 24 crops of scikit-learn's
 two sample photos plus 24 images of the synthetic OOD family (``non_endoscopy_source`` in the
 JSON says which).
 
@@ -52,8 +53,10 @@ def _save(img: np.ndarray, path: Path) -> None:
     Image.fromarray(img).save(path)
 
 
-def _other_images(target: Path, non_endoscopy: Path | None, data_root: Path | None, seed: int) -> tuple[list[str], str]:
-    """Write the non-endoscopy images as ``other_*.png``; returns their names and the source."""
+def _other_images(target: Path, non_endoscopy: Path | None, data_root: Path | None, seed: int,
+                  n_other: int = 200) -> tuple[list[str], str]:
+    """Write (at most ``n_other``, a seeded subset) non-endoscopy images as ``other_*.png``;
+    returns their names and the source."""
     from wsslib.data import get_dataset
     from wsslib.data.io import read_image
 
@@ -61,7 +64,9 @@ def _other_images(target: Path, non_endoscopy: Path | None, data_root: Path | No
     if non_endoscopy is not None:
         from wsslib.apps.annotate import list_images
 
-        for rel in list_images(non_endoscopy):
+        files = list_images(non_endoscopy)
+        keep = sorted(np.random.default_rng(seed).permutation(len(files))[:n_other].tolist())
+        for rel in (files[i] for i in keep):
             try:
                 img = read_image(non_endoscopy / rel)
             except Exception:  # noqa: BLE001 - an unreadable file is not part of the set
@@ -72,11 +77,11 @@ def _other_images(target: Path, non_endoscopy: Path | None, data_root: Path | No
         return names, str(non_endoscopy)
     try:
         pets = get_dataset("oxford-pets", root=None if data_root is None else data_root / "oxford-pets", split="test")
-        for i in range(len(pets)):
+        for i in sorted(np.random.default_rng(seed).permutation(len(pets))[:n_other].tolist()):
             s = pets[i]
             _save(s.image, target / f"other_pet_{s.id}.png")
             names.append(f"other_pet_{s.id}.png")
-        return names, "oxford-pets test"
+        return names, f"oxford-pets test ({len(names)} of {len(pets)}, seeded)"
     except Exception:  # noqa: BLE001 - not downloaded: the offline fallback
         pass
     from sklearn.datasets import load_sample_images
@@ -97,7 +102,7 @@ def _other_images(target: Path, non_endoscopy: Path | None, data_root: Path | No
 
 
 def build_mixed_folder(target: Path, *, data_root: Path | None = None, non_endoscopy: Path | None = None,
-                       seed: int = 0) -> dict:
+                       seed: int = 0, n_other: int = 200) -> dict:
     """Write the mixed folder; returns ``{"sources": {file: source}, "masks": {file: (H, W) bool},
     "labels": {file: 0/1}, "non_endoscopy_source": str}``."""
     from wsslib.data import get_dataset
@@ -111,7 +116,7 @@ def build_mixed_folder(target: Path, *, data_root: Path | None = None, non_endos
             name = f"{tag}_{s.id}.png"
             _save(s.image, target / name)
             sources[name], masks[name], labels[name] = tag, s.mask, int(s.label)
-    others, where = _other_images(target, non_endoscopy, data_root, seed)
+    others, where = _other_images(target, non_endoscopy, data_root, seed, n_other)
     sources.update({n: "other" for n in others})
     return {"sources": sources, "masks": masks, "labels": labels, "non_endoscopy_source": where}
 
@@ -173,7 +178,8 @@ def score(ann_dir: Path, built: dict, prior_share: float) -> dict:
 
 
 def run(models: Path, *, data_root: Path | None = None, non_endoscopy: Path | None = None, work: Path | None = None,
-        k: int = 20, device: str = "auto", batch: int = 16, seed: int = 0, progress: bool = True) -> dict:
+        k: int = 20, device: str = "auto", batch: int = 16, seed: int = 0, n_other: int = 200,
+        progress: bool = True) -> dict:
     """Build the mixed folder, annotate it with ``models``, score; returns the JSON record."""
     from wsslib.apps.annotate import AnnotateSettings, annotate
 
@@ -183,7 +189,8 @@ def run(models: Path, *, data_root: Path | None = None, non_endoscopy: Path | No
         tmp = tempfile.mkdtemp(prefix="wsslib-gate-")
         work = Path(tmp)
     try:
-        built = build_mixed_folder(work / "mixed", data_root=data_root, non_endoscopy=non_endoscopy, seed=seed)
+        built = build_mixed_folder(work / "mixed", data_root=data_root, non_endoscopy=non_endoscopy, seed=seed,
+                                   n_other=n_other)
         res = annotate(work / "mixed", [models], work / "annotate", AnnotateSettings(k=k, seed=seed),
                        batch_size=batch, device=device, progress=progress)
         rec = {"bench": "gate", "models": str(models), "non_endoscopy_source": built["non_endoscopy_source"],
@@ -204,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-root", type=Path, default=None, help="folder holding polypgen/ and kvasir-seg/")
     ap.add_argument("--non-endoscopy", type=Path, default=None, help="folder of non-endoscopy images")
     ap.add_argument("--work", type=Path, default=None, help="keep the mixed folder and annotate output here")
+    ap.add_argument("--n-other", type=int, default=200, help="most non-endoscopy images (seeded subset; default 200)")
     ap.add_argument("--k", type=int, default=20, help="MC dropout passes (default 20)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--device", default="auto")
@@ -212,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         rec = run(args.models, data_root=args.data_root, non_endoscopy=args.non_endoscopy, work=args.work, k=args.k,
-                  device=args.device, batch=args.batch, seed=args.seed, progress=not args.quiet)
+                  device=args.device, batch=args.batch, seed=args.seed, n_other=args.n_other, progress=not args.quiet)
     except (DataError, OSError) as e:
         print(f"wsslib bench gate: {e}", file=sys.stderr, flush=True)
         return 1
