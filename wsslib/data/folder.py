@@ -41,9 +41,10 @@ from pathlib import Path
 import numpy as np
 
 from wsslib.core.errors import DataError
-from wsslib.data.base import Sample, WSSDataset, register_dataset
+from wsslib.data.base import Sample, register_dataset
 from wsslib.data.gazefile import read_fixations
 from wsslib.data.io import IMAGE_SUFFIXES, read_csv, read_image, read_mask
+from wsslib.data.records import RecordList
 from wsslib.data.splitting import stratified_split
 
 __all__ = ["FolderDataset", "scan_folder"]
@@ -224,7 +225,7 @@ def _scan(root: Path, seed: int) -> FolderScan:
 
 
 @register_dataset("folder")
-class FolderDataset(WSSDataset):
+class FolderDataset(RecordList):
     """Your own folder of images as a data set (layout and checks: see :mod:`wsslib.data.folder`).
 
     Args:
@@ -257,15 +258,6 @@ class FolderDataset(WSSDataset):
         self._has_masks = scan.has_masks
         self._records = [r for r in scan.records if split == "all" or r.split == split]
         self._gaze = read_fixations(scan.gaze_file) if scan.gaze_file is not None else None
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def labels(self) -> np.ndarray:
-        return np.array([r.label for r in self._records], dtype=np.int64)
-
-    def ids(self) -> list[str]:
-        return [r.id for r in self._records]
 
     def __getitem__(self, i: int) -> Sample:
         rec = self._records[i]
