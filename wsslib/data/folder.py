@@ -33,6 +33,7 @@ every split) and the scan is cached for the process while the files are unchange
 
 from __future__ import annotations
 
+import csv
 import os
 import warnings
 from dataclasses import dataclass
@@ -41,13 +42,13 @@ from pathlib import Path
 import numpy as np
 
 from wsslib.core.errors import DataError
-from wsslib.data.base import Sample, register_dataset
+from wsslib.data.base import Sample, WSSDataset, register_dataset
 from wsslib.data.gazefile import read_fixations
 from wsslib.data.io import IMAGE_SUFFIXES, read_csv, read_image, read_mask
 from wsslib.data.records import RecordList
 from wsslib.data.splitting import stratified_split
 
-__all__ = ["FolderDataset", "scan_folder"]
+__all__ = ["FolderDataset", "export_folder", "scan_folder"]
 
 SPLITS = ("train", "valid", "test", "all")
 _SHOWN = 10
@@ -270,3 +271,40 @@ class FolderDataset(RecordList):
             g = self._gaze.get(Path(rec.id).name)
             gaze = None if g is None else g.copy()
         return Sample(image=image, label=rec.label, mask=mask, boxes=np.zeros((0, 4), np.float32), gaze=gaze, id=rec.id)
+
+
+def export_folder(datasets: dict[str, WSSDataset], root: str | Path) -> Path:
+    """Write data sets (one per split) in the ``folder`` layout: ``images/<id>.png``,
+    ``masks/<id>.png`` (when the samples have masks), ``labels.csv`` (``id,label,split``) and
+    ``gaze.csv`` (GazeMedSeg's columns, when the samples have gaze). For trying the ``folder``
+    path on any registered set, and for tests.
+
+    Args:
+        datasets: ``{split: dataset}`` (``train``, ``valid``, ``test``); ids must be unique.
+        root: the folder to write (created).
+
+    Returns:
+        ``root``.
+    """
+    from PIL import Image
+
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    labels, gaze = [["id", "label", "split"]], []
+    for split, ds in datasets.items():
+        for i in range(len(ds)):
+            s = ds[i]
+            Image.fromarray(s.image).save(root / "images" / f"{s.id}.png")
+            if s.mask is not None:
+                (root / "masks").mkdir(exist_ok=True)
+                Image.fromarray(s.mask.astype(np.uint8) * np.uint8(255)).save(root / "masks" / f"{s.id}.png")
+            labels.append([s.id, str(int(s.label)), split])
+            if s.gaze is not None:
+                gaze += [[f"{s.id}.png", k + 1, f"{x!r}", f"{y!r}", f"{d!r}"] for k, (x, y, d) in enumerate(s.gaze.tolist())]
+    with open(root / "labels.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(labels)
+    if gaze:
+        with open(root / "gaze.csv", "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([["IMAGE", "CURRENT_FIX_INDEX", "CURRENT_FIX_X", "CURRENT_FIX_Y",
+                                      "CURRENT_FIX_DURATION"], *gaze])
+    return root
