@@ -99,3 +99,22 @@ def test_member_gates_and_table_on_synthetic_images():
     far = gates[0].score(pooled_features(models[0], data["ood"].images)).mean()
     near = gates[0].score(pooled_features(models[0], data["test"].images)).mean()
     assert float(far) > float(near)
+
+
+def test_gate_sets_of_notebook_04(tmp_path, monkeypatch):
+    """The sets notebook 04 scores: synthetic test + OOD family; a real set adds the other real set
+    (skipped when absent) and non-endoscopy images (the Oxford-IIIT Pet fixture when present)."""
+    from tests import data_fixtures as fx
+    from wsslib.data import load_splits
+    from wsslib.papers.nasir2025 import gate_sets
+
+    data = load_splits("synthetic", ("test", "ood"), size=32, n=60, seed=0, n_ood=10)
+    sets = gate_sets({"dataset": "synthetic", "image_size": 32, "seed": 0}, data)
+    assert list(sets) == ["in-distribution (test)", "synthetic OOD family"]
+    for f in ("images.tar.gz", "annotations.tar.gz"):
+        fx.CONTENT[("oxford-pets", f)](tmp_path / "oxford-pets")
+    monkeypatch.setenv("WSSLIB_DATA", str(tmp_path))  # the pets fixture
+    sets = gate_sets({"dataset": "polypgen", "image_size": 32, "seed": 0}, data, n_other=3)
+    (name,) = [k for k in sets if k.startswith("non-endoscopy")]
+    assert "oxford-pets test (3 of" in name and sets[name].shape == (3, 3, 32, 32)
+    assert all(v.shape[1:] == (3, 32, 32) for v in sets.values())  # Kvasir-SEG too where ../shared/data has it

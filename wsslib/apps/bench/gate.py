@@ -56,9 +56,10 @@ def _save(img: np.ndarray, path: Path) -> None:
 def _other_images(target: Path, non_endoscopy: Path | None, data_root: Path | None, seed: int,
                   n_other: int = 200) -> tuple[list[str], str]:
     """Write (at most ``n_other``, a seeded subset) non-endoscopy images as ``other_*.png``;
-    returns their names and the source."""
-    from wsslib.data import get_dataset
+    returns their names and the source (:func:`wsslib.data.other.non_endoscopy_images` unless
+    ``non_endoscopy`` names a folder)."""
     from wsslib.data.io import read_image
+    from wsslib.data.other import non_endoscopy_images
 
     names: list[str] = []
     if non_endoscopy is not None:
@@ -75,30 +76,11 @@ def _other_images(target: Path, non_endoscopy: Path | None, data_root: Path | No
             _save(img, target / name)
             names.append(name)
         return names, str(non_endoscopy)
-    try:
-        pets = get_dataset("oxford-pets", root=None if data_root is None else data_root / "oxford-pets", split="test")
-        for i in sorted(np.random.default_rng(seed).permutation(len(pets))[:n_other].tolist()):
-            s = pets[i]
-            _save(s.image, target / f"other_pet_{s.id}.png")
-            names.append(f"other_pet_{s.id}.png")
-        return names, f"oxford-pets test ({len(names)} of {len(pets)}, seeded)"
-    except Exception:  # noqa: BLE001 - not downloaded: the offline fallback
-        pass
-    from sklearn.datasets import load_sample_images
-
-    rng = np.random.default_rng(seed)
-    for j, photo in enumerate(load_sample_images().images):  # china.jpg, flower.jpg (427 x 640)
-        h, w = photo.shape[:2]
-        for c in range(12):
-            side = int(rng.integers(160, min(h, w)))
-            y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-            _save(np.ascontiguousarray(photo[y:y + side, x:x + side]), target / f"other_photo{j}_{c:02d}.png")
-            names.append(f"other_photo{j}_{c:02d}.png")
-    ood = get_dataset("synthetic", split="ood", n=120, size=256, seed=seed, n_ood=24)
-    for i in range(len(ood)):
-        _save(ood[i].image, target / f"other_synthetic_ood_{i:02d}.png")
-        names.append(f"other_synthetic_ood_{i:02d}.png")
-    return names, "offline fallback: 24 crops of scikit-learn's sample photos + 24 synthetic OOD images"
+    images, where = non_endoscopy_images(None if data_root is None else data_root / "oxford-pets", n=n_other, seed=seed)
+    for name, img in images:
+        _save(img, target / f"other_{name}.png")
+        names.append(f"other_{name}.png")
+    return names, where
 
 
 def build_mixed_folder(target: Path, *, data_root: Path | None = None, non_endoscopy: Path | None = None,
