@@ -92,6 +92,12 @@ def test_member_gates_and_table_on_synthetic_images():
         models.append(create_model("smallcnn", width=8))
     gates = fit_member_gates(models, data["train"].images, data["valid"].images, quantile=0.9)
     assert len(gates) == 2 and all(g.reference.shape[0] == len(data["train"]) for g in gates)
+    # the cuts are set together: one level for both, the ensemble ("any") flags <= 10 % of valid
+    assert gates[0].quantile == gates[1].quantile >= 0.9 and {g.min_votes for g in gates} == {1}
+    (valid,) = gate_table(models, gates, {"valid": data["valid"].images})
+    assert valid["ood_flag_rate"] <= 0.1 + 1e-9
+    two = fit_member_gates(models, data["train"].images, data["valid"].images, quantile=0.9, min_votes=2)
+    assert two[0].min_votes == 2 and two[0].quantile <= gates[0].quantile  # a laxer rule needs no higher level
     rows = gate_table(models, gates, {"test": data["test"].images, "ood": data["ood"].images,
                                       "none": data["ood"].images[:0]})
     assert [r["set"] for r in rows] == ["test", "ood", "none"] and rows[1]["n_images"] == 20

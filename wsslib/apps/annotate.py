@@ -58,8 +58,8 @@ records of images no longer in the folder are left out of the outputs.
 
 Out-of-distribution gate. Checkpoints written by ``wsslib train`` carry a k-nearest-neighbour
 gate on their model's pooled features (:mod:`wsslib.methods.ood`, cut at a validation quantile);
-an image that at least ``min_ood`` (default 2, capped at the number of gated members) gates
-put beyond their cut is Flagged with ``flag_reason`` ``out_of_distribution``, whatever the
+an image that at least ``min_ood`` gates put beyond their cut (default: the rule the gates were
+fitted for, ``wsslib train``'s "any member"; capped at the number of gated members) is Flagged with ``flag_reason`` ``out_of_distribution``, whatever the
 models say. ``--no-ood`` turns it off; checkpoints without a gate are not gated.
 
 Images. jpg, png, tif/tiff and bmp, in ``IMAGES_DIR`` and its sub-folders (hidden files and
@@ -266,7 +266,8 @@ class AnnotateSettings:
         category: COCO category name of the masks.
         min_side: images whose shorter side is below this (px) go to ``errors.csv``.
         ood: use the checkpoints' out-of-distribution gates (:mod:`wsslib.methods.ood`).
-        min_ood: gates that must flag an image (capped at the number of gated members).
+        min_ood: gates that must flag an image (None: the rule recorded with the gates, else 1;
+            capped at the number of gated members).
 
     Raises:
         ValueError: a field out of its range (named in the message).
@@ -285,7 +286,7 @@ class AnnotateSettings:
     category: str = "lesion"
     min_side: int = 16
     ood: bool = True
-    min_ood: int = 2
+    min_ood: int | None = None
 
     def __post_init__(self) -> None:
         if self.fusion is not None and self.fusion not in FUSIONS:
@@ -296,7 +297,7 @@ class AnnotateSettings:
             raise ValueError(f"k (MC dropout passes) must be >= 1, got {self.k}")
         if int(self.min_side) < 1:
             raise ValueError(f"min_side must be >= 1 px, got {self.min_side}")
-        if int(self.min_ood) < 1:
+        if self.min_ood is not None and int(self.min_ood) < 1:
             raise ValueError(f"min_ood must be >= 1, got {self.min_ood}")
         if self.theta is not None and not float(self.theta) >= 0.0:
             raise ValueError(f"theta must be >= 0, got {self.theta}")
@@ -315,8 +316,15 @@ class AnnotateSettings:
         return replace(self, theta=float(self._recorded("theta", models, 0.1)), k=int(self.k), p_cut=float(self.p_cut),
                        min_votes=int(self.min_votes), min_uncertain=int(self.min_uncertain), seed=int(self.seed),
                        fusion=self._recorded("fusion", models, "intersection"), min_side=int(self.min_side),
-                       min_ood=int(self.min_ood), ood=bool(self.ood),
+                       min_ood=int(self._min_ood(models)), ood=bool(self.ood),
                        sizes=self._model_sizes(models, paths), map_threshold=self._map_threshold(models))
+
+    def _min_ood(self, models: Sequence[Classifier]) -> int:
+        if self.min_ood is not None:
+            return int(self.min_ood)
+        found = {int(g.get("min_votes", 1)) for g in ((getattr(m, "meta", None) or {}).get("ood") for m in models)
+                 if isinstance(g, dict)}
+        return max(found) if found else 1
 
     def _recorded(self, key: str, models: Sequence[Classifier], default: Any) -> Any:
         """``key`` (theta, fusion) as given, else as the checkpoints record it, else ``default``."""

@@ -16,8 +16,8 @@ A thin layer over the notebook 04 protocol (:mod:`wsslib.methods.aax`) and its p
    grid step of either end of its grid (0.05 ... 0.95), or a fallback, is warned about and
    recorded;
 4. the out-of-distribution gate: per member, a k-NN gate on its pooled features of the training
-   images with its cut at the ``--ood-quantile`` of the validation images
-   (:mod:`wsslib.methods.ood`);
+   images; the cuts set together so that the ensemble ("any member") flags at most
+   ``1 - --ood-quantile`` of the validation images (:func:`wsslib.methods.ood.fit_member_gates`);
 5. the outputs, in ``--out DIR``: one checkpoint per member (``<name>.pt``, recording image size,
    the fused map threshold, the member's own threshold, theta, fusion, preprocessing and the
    gate), ``model_card.json`` and ``model_card.md`` (data, split sizes and hashes, validation
@@ -250,8 +250,7 @@ def train_ensemble(ts: TrainSettings, *, progress: bool = True) -> TrainedEnsemb
     t0 = time.perf_counter()
     gates = fit_member_gates(members.models, data["train"].images, data["valid"].images, k=ts.ood_k,
                              quantile=ts.ood_quantile, seed=ts.seed)
-    rows = gate_table(members.models, gates, {sp: data[sp].images for sp in ("valid", "test", "ood") if sp in data},
-                      min_votes=cfg.min_uncertain)
+    rows = gate_table(members.models, gates, {sp: data[sp].images for sp in ("valid", "test", "ood") if sp in data})
     ood_rates = {r["set"]: r["ood_flag_rate"] for r in rows}
     gate_s = time.perf_counter() - t0
 
@@ -283,7 +282,8 @@ def train_ensemble(ts: TrainSettings, *, progress: bool = True) -> TrainedEnsemb
                              for r in ev.main if r["method"] in members.names},
                  "centre_prior": {k: ev.row("centre prior (on AAX's Diseased images)").get(k) for k in ("iou", "dice")}},
         "ood_gate": {"method": "k-nearest-neighbour distance on L2-normalised pooled features",
-                     "k": ts.ood_k, "quantile": ts.ood_quantile, "min_votes": cfg.min_uncertain,
+                     "k": ts.ood_k, "quantile": ts.ood_quantile, "member_level": gates[0].quantile,
+                     "min_votes": gates[0].min_votes,
                      "cuts": {n: g.cut for n, g in zip(members.names, gates)},
                      "flag_rate": ood_rates},
         "members": [{"name": n, "checkpoint": f"{n}.pt", "threshold": ev.thresholds[n],
@@ -354,8 +354,10 @@ def render_card(card: dict[str, Any]) -> str:
         "",
         "## Out-of-distribution gate",
         "",
-        f"{g['method']}, k = {g['k']}, cut at the {g['quantile']:g} quantile of the validation scores, "
-        f"an image is flagged when {g['min_votes']} member gates agree. Flag rates: "
+        f"{g['method']}, k = {g['k']}; an image is flagged when at least {g['min_votes']} member gate(s) put it "
+        f"beyond their cut; the cuts are each member's {g['member_level']:.4f} quantile of its validation scores, "
+        f"the lowest level at which the ensemble flags at most {1 - g['quantile']:.0%} of the validation images. "
+        "Flag rates: "
         + ", ".join(f"{sp} {_f(r)}" for sp, r in g["flag_rate"].items()) + f" ({d['ood_check']} for `ood`).",
         "",
         "## Warnings",
