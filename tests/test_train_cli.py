@@ -222,3 +222,16 @@ def test_bench_gate_builds_the_mixed_folder(shared_data, tmp_path):
     assert (srcs.count("polypgen"), srcs.count("kvasir"), srcs.count("other")) == (60, 100, 1)
     assert (tmp_path / "mixed" / "other_cat.png").is_file() and built["non_endoscopy_source"] == str(other)
     assert all(m.shape == np.asarray(Image.open(tmp_path / "mixed" / f)).shape[:2] for f, m in built["masks"].items())
+
+
+def test_annotate_warns_when_theta_differs_from_the_checkpoints(tmp_path):
+    from wsslib.apps.annotate import AnnotateSettings
+    from wsslib.models import create_model, save_checkpoint
+
+    m = create_model("smallcnn", width=8)
+    p = save_checkpoint(m, tmp_path / "m.pt", image_size=32, map_threshold=0.4, theta=0.05, fusion="union")
+    models = [load_checkpoint(p)]
+    r = AnnotateSettings().resolve(models, [p])
+    assert (r.theta, r.fusion, r.min_ood) == (0.05, "union", 1)
+    with pytest.warns(UserWarning, match="--theta 0.2 differs"):
+        assert AnnotateSettings(theta=0.2).resolve(models, [p]).theta == 0.2

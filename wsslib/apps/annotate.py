@@ -328,9 +328,14 @@ class AnnotateSettings:
 
     def _recorded(self, key: str, models: Sequence[Classifier], default: Any) -> Any:
         """``key`` (theta, fusion) as given, else as the checkpoints record it, else ``default``."""
-        if getattr(self, key) is not None:
-            return getattr(self, key)
         found = {(getattr(m, "meta", None) or {}).get(key) for m in models} - {None}
+        if getattr(self, key) is not None:
+            if found and found != {getattr(self, key)}:
+                import warnings
+
+                warnings.warn(f"--{key} {getattr(self, key)!r} differs from the checkpoints' {sorted(map(str, found))}: "
+                              "their map threshold was chosen on validation for the latter", stacklevel=3)
+            return getattr(self, key)
         if len(found) > 1:
             raise DataError(f"the checkpoints record different {key} values {sorted(map(str, found))}; pass --{key}")
         value = found.pop() if found else default
