@@ -109,11 +109,12 @@ def _check_outputs(out: Path, images: Path, n_models: int = 3) -> dict[str, dict
 
     rows = {r["file"]: r for r in _read_csv(out / "decisions.csv")}
     assert list(next(iter(rows.values())).keys())[:2] == ["file", "decision"]
-    assert all(len(r) == 3 + 2 * n_models for r in rows.values())
+    assert all(len(r) == 7 + 2 * n_models for r in rows.values())
     for r in rows.values():
         assert r["decision"] in ("healthy", "diseased", "flagged")
         assert all(0.0 <= float(v) <= 1.0 for k, v in r.items() if k[:2] in ("p_", "u_"))
         assert bool(r["mask"]) == (r["decision"] == "diseased")
+        assert (r["flag_reason"] in ("uncertain", "out_of_distribution")) == (r["decision"] == "flagged")
     flagged = (out / "review" / "flagged.txt").read_text().splitlines()
     assert flagged == sorted(f for f, r in rows.items() if r["decision"] == "flagged")
 
@@ -140,6 +141,7 @@ def _check_outputs(out: Path, images: Path, n_models: int = 3) -> dict[str, dict
         decoded = coco.annToMask(ann).astype(bool)  # pycocotools decodes the RLE back to the PNG
         assert np.array_equal(decoded, png > 0)
         assert ann["area"] == int((png > 0).sum()) and ann["iscrowd"] == 1 and ann["category_id"] == 1
+        assert 0.0 < ann["score"] <= 1.0 and f"{ann['score']:.6f}" == f"{float(r['score']):.6f}"
         ys, xs = np.nonzero(png)
         assert ann["bbox"] == [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
         assert mask_utils.area(ann["segmentation"]) == ann["area"]
@@ -166,8 +168,10 @@ def test_list_images_recursive_sorted_skips_hidden_and_out(folder, tmp_path):
     root, _ = folder
     assert list_images(root) == sorted(GOOD + BAD)
     assert "sub/nested.jpg" in list_images(root)
-    with pytest.raises(DataError, match="not a folder"):
+    with pytest.raises(DataError, match="does not exist"):
         list_images(tmp_path / "missing")
+    with pytest.raises(DataError, match="not a folder"):
+        list_images(root / "rgb.jpg")
     inner = tmp_path / "imgs"
     inner.mkdir()
     Image.new("RGB", (8, 8)).save(inner / "a.png")
@@ -192,7 +196,8 @@ def test_annotate_all_kinds_and_bad_files(folder, ckpts, tmp_path):
     out = tmp_path / "out"
     res = annotate(root, ckpts, out, AnnotateSettings(theta=1.0, k=8), batch_size=4, device="cpu", progress=False)
     assert res.n_images == len(GOOD) + len(BAD) and res.n_new == res.n_images and res.n_resumed == 0
-    assert res.counts == {"healthy": 0, "diseased": len(GOOD), "flagged": 0, "errors": len(BAD)}
+    assert res.counts == {"healthy": 0, "diseased": len(GOOD), "flagged": 0, "errors": len(BAD),
+                          "out_of_distribution": 0}
     rows = _check_outputs(out, root)
     assert sorted(rows) == sorted(GOOD)
     assert rows["dup.jpg"]["mask"] == "masks/dup.jpg.png" and rows["dup.png"]["mask"] == "masks/dup.png.png"
@@ -235,7 +240,9 @@ def test_annotate_needs_size_and_threshold(folder, tmp_path):
     with pytest.raises(DataError, match="--map-threshold"):
         annotate(root, [bare], tmp_path / "o2", AnnotateSettings(sizes=(32,)), device="cpu", progress=False)
     assert cli.main(["annotate", str(tmp_path / "nowhere"), "--models", str(bare), "--out", str(tmp_path / "o3"),
-                     "--size", "32", "--map-threshold", "0.5", "-q"]) == 1  # a runtime data error
+                     "--size", "32", "--map-threshold", "0.5", "-q"]) == 1  # a runtime error
+    assert cli.main(["annotate", str(root), "--models", str(bare), "--out", str(tmp_path / "o4"),
+                     "--size", "32", "--k", "0", "-q"]) == 2  # a usage error
 
 
 #: Runs ``wsslib annotate`` (argv after the first two arguments) in a fresh Python process whose

@@ -6,25 +6,39 @@ For annotation teams: an ensemble of classifiers (checkpoints written by
 :func:`wsslib.explain.inference.predict_explain`) calls each image Healthy, Diseased (with a mask) or
 Flagged for the expert::
 
-    wsslib annotate IMAGES_DIR --models a.pt b.pt c.pt --out OUT_DIR [--theta 0.1] [--k 20]
-                    [--batch 16] [--device auto] [--size S] [--map-threshold T]
+    wsslib annotate IMAGES_DIR --models MODELS_DIR --out OUT_DIR [--theta T] [--k 20]
+                    [--batch 16] [--device auto] [--size S] [--map-threshold T] [--min-side 16]
+    wsslib annotate IMAGES_DIR --models a.pt b.pt c.pt --out OUT_DIR ...
 
-From Python: ``annotate(images_dir, checkpoints, out_dir, AnnotateSettings(theta=0.1, k=20))``.
+``--models`` takes checkpoint files or a folder of them (what ``wsslib train --out DIR`` writes:
+its ``*.pt``, in the order of its ``model_card.json``). Theta, fusion, image sizes and the map
+threshold come from the checkpoints (``wsslib train`` records them) unless given.
+
+From Python: ``annotate(images_dir, checkpoints, out_dir, AnnotateSettings(k=20))``.
 
 What ``OUT_DIR`` holds:
 
 * ``masks/<name>.png``: one 8-bit PNG (0 background, 255 lesion) per Diseased image, at the
   image's own size (``<name>`` is the image's path inside ``IMAGES_DIR`` with ``.png`` for its
   suffix; ``<name>.<suffix>.png`` when two images differ only by their suffix).
-* ``decisions.csv``: ``file, decision, p_<model>, u_<model>... , mask`` per image.
+* ``decisions.csv``: ``file, decision, flag_reason, p_<model>, u_<model>..., ood_score, score,
+  mask, note`` per image. ``flag_reason`` of a Flagged image: ``uncertain`` (the paper's rule:
+  ``min_uncertain`` models with ``u > theta``) or ``out_of_distribution`` (the gate below; it wins
+  when both hold); empty otherwise. ``ood_score``: the mean over the gated members of
+  ``gate score / gate cut`` (above 1: beyond a member's cut; empty without gates). ``score``: the
+  mask's confidence, the mean of the fused map inside the mask (empty without a mask). ``note``:
+  e.g. "multi-page file: first of 3 pages used".
 * ``review/flagged.txt``: the Flagged images (paths inside ``IMAGES_DIR``, one a line): the
   expert's work list.
 * ``annotations.coco.json``: COCO instances for annotation tools (CVAT, Label Studio, FiftyOne
   ...): every decoded image under ``images`` (with an extra ``decision`` field), one annotation
   per non-empty mask with a compressed-RLE ``segmentation`` (pycocotools), ``area``, ``bbox``
-  (``[x, y, w, h]``) and ``iscrowd: 1`` (COCO's convention for RLE masks; detectors trained on
+  (``[x, y, w, h]``), ``score`` (the mask's mean fused-map value, in [0, 1]: rank masks by it)
+  and ``iscrowd: 1`` (COCO's convention for RLE masks; detectors trained on
   the file may skip crowd annotations: set it to 0 for that).
-* ``errors.csv``: ``file, reason`` of every file that could not be read (skipped, never fatal).
+* ``errors.csv``: ``file, reason`` of every file that could not be read, and of every image whose
+  shorter side is below ``--min-side`` (default 16 px: a 1x1 image would otherwise be resized to
+  the model's input and get a "mask"); skipped, never fatal.
 * ``summary.json``: counts and settings; ``run.json``: the settings and checkpoint hashes a
   resumed run must match.
 * ``journal/``: one JSON record per image, the source of truth. Every file is written
@@ -42,11 +56,19 @@ added to the folder between runs are simply computed (batches are cut from the c
 so numbers of images already done may then differ from a fresh run's in the last float digits);
 records of images no longer in the folder are left out of the outputs.
 
+Out-of-distribution gate. Checkpoints written by ``wsslib train`` carry a k-nearest-neighbour
+gate on their model's pooled features (:mod:`wsslib.methods.ood`, cut at a validation quantile);
+an image that at least ``min_ood`` gates put beyond their cut (default: the rule the gates were
+fitted for, ``wsslib train``'s "any member"; capped at the number of gated members) is Flagged with ``flag_reason`` ``out_of_distribution``, whatever the
+models say. ``--no-ood`` turns it off; checkpoints without a gate are not gated.
+
 Images. jpg, png, tif/tiff and bmp, in ``IMAGES_DIR`` and its sub-folders (hidden files and
-``OUT_DIR`` skipped), are read as RGB float in [0, 1]: 8-bit data divided by 255, 16-bit data
-(grey or RGB) by 65535, 32-bit integer grey by 65535 (clipped), float grey clipped to [0, 1];
-grey is repeated over three channels, alpha is dropped, palette/CMYK/YCbCr are converted; a
-multi-frame file gives its first frame. EXIF orientation is not applied (as in the training
+``OUT_DIR`` skipped), are read by the data loaders' own reader,
+:func:`wsslib.data.io.read_image_float`: RGB float in [0, 1], 8-bit data divided by 255, 16-bit
+data (grey or RGB) by 65535 (the file's bit depth, not its maximum), 32-bit integer grey by 65535
+(clipped), float grey clipped to [0, 1]; grey is repeated over three channels, alpha is dropped,
+palette/CMYK/YCbCr are converted; a multi-page file gives its first page (noted in
+``decisions.csv``). EXIF orientation is not applied (as in the training
 loaders). Each model sees the image resized to its ``S x S`` (bilinear, antialiased: the
 training loaders' resize); each model's CAM is resized back to the image's size (bilinear)
 before the agreeing models' maps are fused and thresholded.
@@ -79,6 +101,7 @@ import torch.nn.functional as F
 from wsslib import __version__
 from wsslib.core import distributed as _dist
 from wsslib.methods.aax import DECISION_NAMES, FUSIONS, Decision, Fusion, decide, fuse_maps
+from wsslib.methods.ood import OODGate, ensemble_flags
 from wsslib.explain.cams import FAST_METHODS
 from wsslib.core.errors import DataError
 from wsslib.explain.inference import predict_explain
@@ -86,12 +109,14 @@ from wsslib.models.classifiers import Classifier, load_checkpoint
 from wsslib.evaluate.thresholds import binarize
 from wsslib.explain.uncertainty import sample_dropout_masks
 from wsslib.core.utils import atomic_write
+from wsslib.data.io import read_image_float
 
 __all__ = [
     "ANNOTATE_SUFFIXES",
     "AnnotateResult",
     "AnnotateSettings",
     "annotate",
+    "expand_checkpoints",
     "list_images",
     "load_image",
 ]
@@ -126,11 +151,13 @@ def list_images(images_dir: str | Path, exclude: str | Path | None = None) -> li
     under ``exclude`` (the output folder, when it lies inside) are skipped.
 
     Raises:
-        DataError: ``images_dir`` is not a folder.
+        DataError: ``images_dir`` does not exist or is not a folder.
     """
     root = Path(images_dir)
+    if not root.exists():
+        raise DataError(f"{root}: the folder does not exist")
     if not root.is_dir():
-        raise DataError(f"{root}: not a folder of images")
+        raise DataError(f"{root}: not a folder (give the folder that holds the images)")
     skip = Path(exclude).resolve() if exclude is not None else None
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -171,69 +198,14 @@ def _sha256(path: Path) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _rawmode(im) -> str:
-    try:
-        args = im.tile[0][3] if im.tile else ""
-    except (IndexError, TypeError):
-        return ""
-    return str(args[0] if isinstance(args, tuple) and args else args)
-
-
-def _read_16bit_colour(path: Path) -> np.ndarray | None:
-    """16-bit RGB(A) through OpenCV (Pillow keeps only the high byte); None when unavailable."""
-    try:
-        import cv2
-    except ImportError:  # pragma: no cover - grad-cam brings OpenCV
-        return None
-    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        return None
-    return arr[..., 2::-1].astype(np.float32) / np.float32(65535.0)  # BGR(A) -> RGB
-
-
-def load_image(path: str | Path) -> np.ndarray:
-    """Read any supported image as RGB float32 in [0, 1].
-
-    8-bit data / 255; 16-bit (grey ``I;16*`` or RGB) / 65535; 32-bit integer grey / 65535,
-    clipped; float grey clipped to [0, 1]; grey repeated to RGB; alpha dropped; palette, CMYK,
-    YCbCr... converted with Pillow; first frame of multi-frame files.
-
-    Returns:
-        ``(H, W, 3) float32``.
+def load_image(path: str | Path, notes: list[str] | None = None) -> np.ndarray:
+    """Read any supported image as RGB float32 ``(H, W, 3)`` in [0, 1]: the data loaders' reader,
+    :func:`wsslib.data.io.read_image_float` (see there for bit depths, modes and multi-page files).
 
     Raises:
         DataError: the file cannot be decoded (the message names it and gives Pillow's reason).
     """
-    from PIL import Image
-
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            mode, raw = im.mode, _rawmode(im)
-            if mode in ("RGB", "RGBA") and ";16" in raw:
-                arr16 = _read_16bit_colour(path)
-                if arr16 is not None:
-                    im.load()  # still check that Pillow can decode the file
-                    return np.ascontiguousarray(arr16)
-            im.load()
-            if mode.startswith("I;16"):
-                grey = np.asarray(im).astype(np.float32) / np.float32(65535.0)
-            elif mode == "I":
-                grey = np.clip(np.asarray(im, dtype=np.float64) / 65535.0, 0.0, 1.0).astype(np.float32)
-            elif mode == "F":
-                grey = np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
-            elif mode in ("1", "L", "LA"):
-                grey = np.asarray(im.convert("L")).astype(np.float32) / np.float32(255.0)
-            else:
-                rgb = im.convert("RGBA").convert("RGB") if mode in ("P", "PA") else im.convert("RGB")
-                return np.ascontiguousarray(np.asarray(rgb).astype(np.float32) / np.float32(255.0))
-            if grey.ndim != 2:
-                raise ValueError(f"unexpected array shape {grey.shape} for mode {mode}")
-            return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
-    except FileNotFoundError:
-        raise DataError(f"cannot decode image {path}: the file does not exist") from None
-    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, zlib/struct errors...
-        raise DataError(f"cannot decode image {path}: {type(e).__name__}: {e}") from None
+    return read_image_float(path, notes)
 
 
 def _to_model_input(img: np.ndarray, size: int) -> torch.Tensor:
@@ -251,16 +223,21 @@ class _Loaded:
     width: int = 0
     inputs: dict[int, torch.Tensor] = field(default_factory=dict)  # size -> (3, S, S)
     error: str | None = None
+    note: str = ""
 
 
-def _load_one(root: Path, rel: str, sizes: Sequence[int]) -> _Loaded:
+def _load_one(root: Path, rel: str, sizes: Sequence[int], min_side: int = 1) -> _Loaded:
+    notes: list[str] = []
     try:
-        img = load_image(root / rel)
+        img = load_image(root / rel, notes)
     except DataError as e:
         # name the file by its path inside IMAGES_DIR (outputs do not depend on where it lies)
         return _Loaded(rel, error=str(e).replace(str(root / rel), rel))
     h, w = img.shape[:2]
-    return _Loaded(rel, h, w, {s: _to_model_input(img, s) for s in sizes})
+    if min(h, w) < min_side:
+        return _Loaded(rel, h, w, error=f"image too small: {rel} is {w}x{h} px (W x H); the shorter side must be "
+                                         f"at least {min_side} px (--min-side)")
+    return _Loaded(rel, h, w, {s: _to_model_input(img, s) for s in sizes}, note="; ".join(notes))
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,7 +254,9 @@ class AnnotateSettings:
 
     Attributes:
         theta, p_cut, min_votes, min_uncertain, fusion: the protocol
-            (:func:`wsslib.methods.aax.decide`, :func:`wsslib.methods.aax.fuse_maps`).
+            (:func:`wsslib.methods.aax.decide`, :func:`wsslib.methods.aax.fuse_maps`); theta and
+            fusion None: the checkpoints' (``wsslib train`` records them), else the paper's 0.1
+            and ``"intersection"``.
         k: Monte Carlo dropout passes per model.
         method: CAM method with a fast path (``"xgradcam"``, the paper's; ``"gradcam"``, ``"hirescam"``).
         map_threshold: mask = fused map > this, in [0, 1] (None: the checkpoints' ``map_threshold``).
@@ -285,30 +264,43 @@ class AnnotateSettings:
             (None: each checkpoint's ``image_size``).
         seed: seed of the dropout masks (per image and model: see the module docstring).
         category: COCO category name of the masks.
+        min_side: images whose shorter side is below this (px) go to ``errors.csv``.
+        ood: use the checkpoints' out-of-distribution gates (:mod:`wsslib.methods.ood`).
+        min_ood: gates that must flag an image (None: the rule recorded with the gates, else 1;
+            capped at the number of gated members).
 
     Raises:
         ValueError: a field out of its range (named in the message).
     """
 
-    theta: float = 0.1
+    theta: float | None = None
     k: int = 20
     method: str = "xgradcam"
     map_threshold: float | None = None
     sizes: tuple[int, ...] | None = None
-    fusion: Fusion = "intersection"
+    fusion: Fusion | None = None
     p_cut: float = 0.5
     min_votes: int = 2
     min_uncertain: int = 2
     seed: int = 0
     category: str = "lesion"
+    min_side: int = 16
+    ood: bool = True
+    min_ood: int | None = None
 
     def __post_init__(self) -> None:
-        if self.fusion not in FUSIONS:
+        if self.fusion is not None and self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.method not in FAST_METHODS:
             raise ValueError(f"method must be one of {sorted(FAST_METHODS)}, got {self.method!r}")
         if int(self.k) < 1:
             raise ValueError(f"k (MC dropout passes) must be >= 1, got {self.k}")
+        if int(self.min_side) < 1:
+            raise ValueError(f"min_side must be >= 1 px, got {self.min_side}")
+        if self.min_ood is not None and int(self.min_ood) < 1:
+            raise ValueError(f"min_ood must be >= 1, got {self.min_ood}")
+        if self.theta is not None and not float(self.theta) >= 0.0:
+            raise ValueError(f"theta must be >= 0, got {self.theta}")
         if self.map_threshold is not None and not 0.0 <= float(self.map_threshold) <= 1.0:
             raise DataError(f"map threshold must be in [0, 1], got {self.map_threshold}")
         if self.sizes is not None:
@@ -321,9 +313,35 @@ class AnnotateSettings:
             DataError: a checkpoint records no image size (and none was given), a size does not
                 suit its model, the checkpoints disagree on or lack a map threshold.
         """
-        return replace(self, theta=float(self.theta), k=int(self.k), p_cut=float(self.p_cut),
+        return replace(self, theta=float(self._recorded("theta", models, 0.1)), k=int(self.k), p_cut=float(self.p_cut),
                        min_votes=int(self.min_votes), min_uncertain=int(self.min_uncertain), seed=int(self.seed),
+                       fusion=self._recorded("fusion", models, "intersection"), min_side=int(self.min_side),
+                       min_ood=int(self._min_ood(models)), ood=bool(self.ood),
                        sizes=self._model_sizes(models, paths), map_threshold=self._map_threshold(models))
+
+    def _min_ood(self, models: Sequence[Classifier]) -> int:
+        if self.min_ood is not None:
+            return int(self.min_ood)
+        found = {int(g.get("min_votes", 1)) for g in ((getattr(m, "meta", None) or {}).get("ood") for m in models)
+                 if isinstance(g, dict)}
+        return max(found) if found else 1
+
+    def _recorded(self, key: str, models: Sequence[Classifier], default: Any) -> Any:
+        """``key`` (theta, fusion) as given, else as the checkpoints record it, else ``default``."""
+        found = {(getattr(m, "meta", None) or {}).get(key) for m in models} - {None}
+        if getattr(self, key) is not None:
+            if found and found != {getattr(self, key)}:
+                import warnings
+
+                warnings.warn(f"--{key} {getattr(self, key)!r} differs from the checkpoints' {sorted(map(str, found))}: "
+                              "their map threshold was chosen on validation for the latter", stacklevel=3)
+            return getattr(self, key)
+        if len(found) > 1:
+            raise DataError(f"the checkpoints record different {key} values {sorted(map(str, found))}; pass --{key}")
+        value = found.pop() if found else default
+        if key == "fusion" and value not in FUSIONS:
+            raise DataError(f"the checkpoints record an unknown fusion {value!r}; pass --fusion")
+        return value
 
     def _model_sizes(self, models: Sequence[Classifier], paths: Sequence[Path]) -> tuple[int, ...]:
         given: Sequence[int | None] = [None] * len(models)
@@ -472,13 +490,16 @@ def _is_done(rec: dict[str, Any] | None, retry_errors: bool) -> bool:
     return rec is not None and (rec["status"] == "ok" or not retry_errors)
 
 
-def _explain_batch(good: list[_Loaded], models: Sequence[Classifier],
-                   settings: AnnotateSettings) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], Any]:
+def _explain_batch(good: list[_Loaded], models: Sequence[Classifier], settings: AnnotateSettings,
+                   gates: Sequence[OODGate | None] = ()) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], Any,
+                                                                torch.Tensor, torch.Tensor]:
     """Every model's MC dropout ``p``, ``u`` ``(M, B)`` and class-1 CAMs ``M x (B, S_i, S_i)``
-    on the decoded images of a batch, and the protocol's decision (:func:`decide`)."""
+    on the decoded images of a batch, the protocol's decision (:func:`decide`), the gated
+    members' ``score / cut`` ``(G, B)`` and the out-of-distribution flags ``(B,)`` bool."""
     m_count, b = len(models), len(good)
     p, u = torch.empty(m_count, b), torch.empty(m_count, b)
     cams: list[torch.Tensor] = []
+    ratios: list[torch.Tensor] = []
     for i, (model, s) in enumerate(zip(models, settings.sizes or ())):
         x = torch.stack([item.inputs[s] for item in good])
         c = model.fc.in_features
@@ -488,20 +509,29 @@ def _explain_batch(good: list[_Loaded], models: Sequence[Classifier],
         out = predict_explain(model, x, k=settings.k, method=settings.method, targets=1, batch_size=b, masks=masks)
         p[i], u[i] = out.p.float().cpu(), out.u.float().cpu()
         cams.append(out.cams.float().cpu())
+        gate = gates[i] if i < len(gates) else None
+        if gate is not None:
+            ratios.append(gate.score(out.embedding) / max(gate.cut, 1e-12))
     d = decide(p, u, theta=settings.theta, p_cut=settings.p_cut,
                min_votes=settings.min_votes, min_uncertain=settings.min_uncertain)
-    return p, u, cams, d
+    ratio = torch.stack(ratios) if ratios else torch.empty(0, b)
+    ood = ensemble_flags(ratio > 1.0, settings.min_ood) if ratios else torch.zeros(b, dtype=torch.bool)
+    return p, u, cams, d, ratio, ood
 
 
 def _fused_mask(cams: Sequence[torch.Tensor], j: int, agree: torch.Tensor, item: _Loaded,
-                settings: AnnotateSettings) -> np.ndarray:
+                settings: AnnotateSettings) -> tuple[np.ndarray, float]:
     """Image ``j``'s mask ``(H, W)`` bool: each CAM resized to the image (bilinear), the agreeing
-    models' maps fused (:func:`fuse_maps`), then thresholded at ``settings.map_threshold``."""
+    models' maps fused (:func:`fuse_maps`), then thresholded at ``settings.map_threshold``; and
+    the mask's score, the mean fused value inside it (0 for an empty mask)."""
     up = torch.stack([
         F.interpolate(cam[j][None, None], size=(item.height, item.width), mode="bilinear", align_corners=False)[0]
         for cam in cams])  # (M, 1, H, W)
-    fused = fuse_maps(up, agree[:, j : j + 1], settings.fusion)
-    return binarize(fused, settings.map_threshold)[0].numpy()
+    fused = fuse_maps(up, agree[:, j : j + 1], settings.fusion)  # (1, H, W)
+    mask = binarize(fused, settings.map_threshold)[0]
+    fused = fused[0]
+    score = float(fused[mask].double().mean()) if bool(mask.any()) else 0.0
+    return mask.numpy(), score
 
 
 def _compute_batch(
@@ -510,25 +540,32 @@ def _compute_batch(
     settings: AnnotateSettings,
     mask_names: dict[str, str],
     writer: _Writer,
+    gates: Sequence[OODGate | None] = (),
 ) -> None:
-    """Run the protocol on one batch and write its masks and records (each record after its mask)."""
+    """Run the protocol (and the out-of-distribution gate) on one batch and write its masks and
+    records (each record after its mask)."""
     good = [item for item in loaded if item.error is None]
     if good:
-        p, u, cams, d = _explain_batch(good, models, settings)
+        p, u, cams, d, ratio, ood = _explain_batch(good, models, settings, gates)
     by_file = {item.file: j for j, item in enumerate(good)}
     for item in loaded:
         if item.error is not None:
             writer.record({"file": item.file, "status": "error", "reason": item.error})
             continue
         j = by_file[item.file]
-        code = int(d.decision[j])
+        code, reason = int(d.decision[j]), None
+        if bool(ood[j]):
+            code, reason = int(Decision.FLAGGED), "out_of_distribution"
+        elif code == int(Decision.FLAGGED):
+            reason = "uncertain"
         rec: dict[str, Any] = {
             "file": item.file, "status": "ok", "width": item.width, "height": item.height,
-            "decision": DECISION_NAMES[code], "p": p[:, j].tolist(), "u": u[:, j].tolist(),
-            "agree": d.agree[:, j].tolist(), "mask": None, "rle": None, "area": 0, "bbox": None,
+            "decision": DECISION_NAMES[code], "flag_reason": reason, "p": p[:, j].tolist(), "u": u[:, j].tolist(),
+            "agree": d.agree[:, j].tolist(), "ood": ratio[:, j].tolist(), "mask": None, "rle": None, "area": 0,
+            "bbox": None, "score": None, "note": item.note,
         }
         if code == int(Decision.DISEASED):
-            mask = _fused_mask(cams, j, d.agree, item, settings)
+            mask, rec["score"] = _fused_mask(cams, j, d.agree, item, settings)
             rec["rle"], rec["area"], bbox = _rle(mask)
             rec["bbox"] = bbox if rec["area"] else None
             rec["mask"] = mask_names[item.file]
@@ -553,10 +590,11 @@ def _coco(ok: Sequence[dict[str, Any]], category: str) -> dict[str, Any]:
     images, annotations = [], []
     for image_id, r in enumerate(ok, start=1):
         images.append({"id": image_id, "file_name": r["file"], "width": r["width"], "height": r["height"],
-                       "decision": r["decision"]})
+                       "decision": r["decision"], "flag_reason": r.get("flag_reason")})
         if r["decision"] == "diseased" and r["area"] > 0:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
-                                "segmentation": r["rle"], "area": r["area"], "bbox": r["bbox"], "iscrowd": 1})
+                                "segmentation": r["rle"], "area": r["area"], "bbox": r["bbox"],
+                                "score": round(float(r.get("score") or 0.0), 6), "iscrowd": 1})
     return {
         "info": {"description": "AAX pseudo-masks written by wsslib annotate", "version": __version__},
         "licenses": [],
@@ -577,8 +615,16 @@ def _write_outputs(out: Path, files: Sequence[str], records: dict[str, dict[str,
         if r["mask"] and not (out / r["mask"]).is_file():
             atomic_write(out / r["mask"], _encode_png(_rle_to_mask(r["rle"])))
 
-    header = ["file", "decision", *[f"{k}_{n}" for n in model_names for k in ("p", "u")], "mask"]
-    rows = [[r["file"], r["decision"], *[f"{v:.6f}" for pair in zip(r["p"], r["u"]) for v in pair], r["mask"] or ""]
+    header = ["file", "decision", "flag_reason", *[f"{k}_{n}" for n in model_names for k in ("p", "u")],
+              "ood_score", "score", "mask", "note"]
+
+    def num(v: float | None) -> str:
+        return "" if v is None else f"{v:.6f}"
+
+    rows = [[r["file"], r["decision"], r.get("flag_reason") or "",
+             *[f"{v:.6f}" for pair in zip(r["p"], r["u"]) for v in pair],
+             num(sum(r["ood"]) / len(r["ood"]) if r.get("ood") else None), num(r.get("score")), r["mask"] or "",
+             r.get("note") or ""]
             for r in ok]
     atomic_write(out / DECISIONS_CSV, _csv(header, rows), fsync=True)
     atomic_write(out / ERRORS_CSV, _csv(["file", "reason"], [[r["file"], r["reason"]] for r in bad]), fsync=True)
@@ -588,6 +634,7 @@ def _write_outputs(out: Path, files: Sequence[str], records: dict[str, dict[str,
 
     counts = {name: sum(r["decision"] == name for r in ok) for name in DECISION_NAMES}
     counts["errors"] = len(bad)
+    counts["out_of_distribution"] = sum(r.get("flag_reason") == "out_of_distribution" for r in ok)
     summary = {
         "n_images": len(files),
         "counts": counts,
@@ -655,6 +702,47 @@ class _Job:
     files: list[str]
     batches: list[list[str]]
     batch_size: int
+    gates: list[OODGate | None] = field(default_factory=list)  # one per model (None: not gated)
+
+
+def expand_checkpoints(checkpoints: Sequence[str | Path]) -> list[Path]:
+    """Checkpoint files, with every folder replaced by its ``*.pt`` files: in the order of its
+    ``model_card.json`` (``members``, written by ``wsslib train``) when there is one, else sorted.
+
+    Raises:
+        DataError: a path that does not exist, or a folder without checkpoints.
+    """
+    out: list[Path] = []
+    for c in checkpoints:
+        c = Path(c)
+        if not c.exists():
+            raise DataError(f"{c}: checkpoint file or folder does not exist")
+        if not c.is_dir():
+            out.append(c)
+            continue
+        found = sorted(c.glob("*.pt"))
+        card = c / "model_card.json"
+        if card.is_file():
+            try:
+                members = [m["checkpoint"] for m in json.loads(card.read_text(encoding="utf-8"))["members"]]
+                found = [c / m for m in members]
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise DataError(f"{card}: unreadable model card ({type(e).__name__}: {e})") from None
+        if not found:
+            raise DataError(f"{c}: a folder without checkpoints (*.pt); train some with `wsslib train DATA --out {c}`")
+        out += found
+    return out
+
+
+def _gate_of(model: Classifier, path: Path, use: bool) -> OODGate | None:
+    meta = getattr(model, "meta", None) or {}
+    if not use or not isinstance(meta.get("ood"), dict):
+        return None
+    gate = OODGate.from_dict(meta["ood"], str(path))
+    if gate.dim != model.fc.in_features:
+        raise DataError(f"{path}: its out-of-distribution gate expects {gate.dim} features, the model gives "
+                        f"{model.fc.in_features}")
+    return gate
 
 
 def _load_job(images_dir: str | Path, checkpoints: Sequence[str | Path], out_dir: str | Path,
@@ -665,14 +753,18 @@ def _load_job(images_dir: str | Path, checkpoints: Sequence[str | Path], out_dir
     if not checkpoints:
         raise ValueError("annotate needs at least one checkpoint (the AAX paper uses 3)")
     root, out = Path(images_dir), Path(out_dir)
-    paths = [Path(c) for c in checkpoints]
+    files = list_images(root, exclude=out)
+    if not files:
+        raise DataError(f"{root}: no images found (looked for {', '.join(ANNOTATE_SUFFIXES)} in it and its "
+                        "sub-folders, hidden files skipped)")
+    paths = expand_checkpoints(checkpoints)
     models = [load_checkpoint(pth, map_location=dev) for pth in paths]
     for m, pth in zip(models, paths):
         if m.num_classes < 2:
             raise DataError(f"{pth}: a {m.num_classes}-class model; annotate needs class 1 = Diseased")
-    files = list_images(root, exclude=out)
+    gates = [_gate_of(m, pth, settings.ood) for m, pth in zip(models, paths)]
     return _Job(root, out, paths, models, settings.resolve(models, paths), _model_names(paths), files,
-                _batches(files, int(batch_size)), int(batch_size))
+                _batches(files, int(batch_size)), int(batch_size), gates)
 
 
 def _plan(job: _Job, retry_errors: bool, is_main: bool) -> _Plan:
@@ -684,6 +776,7 @@ def _plan(job: _Job, retry_errors: bool, is_main: bool) -> _Plan:
             "images_dir": str(job.root.resolve()),
             "settings": asdict(job.settings) | {"sizes": list(job.settings.sizes or ())},
             "checkpoints": [{"name": n, "sha256": _sha256(p)} for n, p in zip(job.names, job.paths)],
+            "ood_gates": [g is not None for g in job.gates],
             "batch_size": job.batch_size,
         }
         try:
@@ -714,9 +807,10 @@ def _compute(job: _Job, mine: Sequence[int], *, workers: int, progress: bool, in
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 else None
 
     def submit(g: int) -> list[Future[_Loaded]] | list[_Loaded]:
+        ms = job.settings.min_side
         if pool is None:
-            return [_load_one(job.root, f, sizes) for f in job.batches[g]]
-        return [pool.submit(_load_one, job.root, f, sizes) for f in job.batches[g]]
+            return [_load_one(job.root, f, sizes, ms) for f in job.batches[g]]
+        return [pool.submit(_load_one, job.root, f, sizes, ms) for f in job.batches[g]]
 
     n_new = 0
     try:
@@ -724,7 +818,7 @@ def _compute(job: _Job, mine: Sequence[int], *, workers: int, progress: bool, in
         for idx in range(len(mine)):
             current, ahead = ahead, (submit(mine[idx + 1]) if idx + 1 < len(mine) else [])
             loaded = [x.result() if isinstance(x, Future) else x for x in current]
-            _compute_batch(loaded, job.models, job.settings, mask_names, writer)
+            _compute_batch(loaded, job.models, job.settings, mask_names, writer, job.gates)
             n_new += len(loaded)
             bar.update(len(loaded))
     finally:
@@ -777,7 +871,8 @@ def annotate(
     Args:
         images_dir: folder of images (searched recursively).
         checkpoints: ``M >= 1`` files written by :func:`wsslib.models.save_checkpoint` (two-class
-            models, class 1 = Diseased; the paper uses 3).
+            models, class 1 = Diseased; the paper uses 3), or folders of them (``wsslib train
+            --out DIR``; see :func:`expand_checkpoints`).
         out_dir: output folder (created; an existing one is resumed).
         settings: the protocol (:class:`AnnotateSettings`; paper: theta 0.1, intersection).
         batch_size: images per forward pass (recorded: a resumed run should keep it).
@@ -790,8 +885,8 @@ def annotate(
         :class:`AnnotateResult`.
 
     Raises:
-        DataError: missing folder, unusable checkpoint, missing image size or map threshold, or
-            an ``out_dir`` made with other settings. Unreadable images are not errors: they are
+        DataError: missing or empty folder, unusable checkpoint, missing image size or map
+            threshold, or an ``out_dir`` made with other settings. Unreadable images are not errors: they are
             listed in ``errors.csv`` and skipped.
         ValueError: ``batch_size < 1`` or no checkpoint.
     """
@@ -820,13 +915,13 @@ def format_summary(res: AnnotateResult, max_errors: int = 20) -> str:
     c = res.counts
     lines = [
         f"annotated {res.n_images} image(s) into {res.out_dir}: {c.get('healthy', 0)} healthy, "
-        f"{c.get('diseased', 0)} diseased (masks), {c.get('flagged', 0)} flagged for review, "
-        f"{c.get('errors', 0)} unreadable",
+        f"{c.get('diseased', 0)} diseased (masks), {c.get('flagged', 0)} flagged for review "
+        f"({c.get('out_of_distribution', 0)} of them out of distribution), {c.get('errors', 0)} unreadable or too small",
         f"this run: {res.n_new} image(s) in {res.seconds:.1f} s ({res.images_per_s:.2f} images/s); "
         f"{res.n_resumed} already done by an earlier run",
     ]
     if res.errors:
-        lines.append(f"skipped {len(res.errors)} unreadable file(s) (listed in {ERRORS_CSV}):")
+        lines.append(f"skipped {len(res.errors)} unreadable or too small file(s) (listed in {ERRORS_CSV}):")
         lines += [f"  {f}: {reason}" for f, reason in res.errors[:max_errors]]
         if len(res.errors) > max_errors:
             lines.append(f"  ... and {len(res.errors) - max_errors} more")

@@ -9,6 +9,8 @@
                      (fetch, verify, unpack the real data sets; ./data_download.sh is a wrapper)
     wsslib weights fetch NAME...     (torchvision ImageNet weights into the torch hub cache)
     wsslib bench NAME [options]      (NAME: aax, gaze, ...; each prints one JSON line; NAME --help)
+    wsslib train DATA --out DIR [--models ...] [--theta 0.1] [--fusion F] [--smoke]
+                    (the AAX ensemble's checkpoints + model card; see wsslib.apps.train)
     wsslib annotate IMAGES_DIR --models CKPT... --out OUT_DIR [--theta 0.1] [--k 20] [--batch N]
                     [--device auto] [--size S] [--map-threshold T]   (AAX masks, resumable;
                     runs under torchrun too: torchrun --nproc_per_node 2 -m wsslib.apps.cli annotate ...)
@@ -110,14 +112,14 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
         settings = AnnotateSettings(
             theta=args.theta, k=args.k, method=args.method, map_threshold=args.map_threshold,
             sizes=None if args.size is None else (args.size,), fusion=args.fusion, seed=args.seed,
-            category=args.category)
+            category=args.category, min_side=args.min_side, ood=not args.no_ood)
         res = annotate(args.images_dir, args.models, args.out, settings, batch_size=args.batch,
                        device=args.device, workers=args.workers, retry_errors=args.retry_errors,
                        progress=not args.quiet)
-    except DataError as e:  # missing or unreadable images or checkpoints: a runtime error
+    except (DataError, OSError) as e:  # missing or empty folder, bad checkpoint...: a runtime error
         print(f"wsslib annotate: {e}", file=sys.stderr)
         return 1
-    except ValueError as e:  # an option value the settings refuse
+    except ValueError as e:  # an option out of its range: a usage error
         print(f"wsslib annotate: {e}", file=sys.stderr)
         return 2
     if is_main_process():
@@ -243,16 +245,19 @@ def main(argv: list[str] | None = None) -> int:
     ann = sub.add_parser("annotate", help="AAX masks, decisions and a review list for a folder of images (resumable)")
     ann.add_argument("images_dir", type=Path, help="folder of jpg/png/tiff/bmp images (searched recursively)")
     ann.add_argument("--models", nargs="+", required=True, type=Path, metavar="CKPT",
-                     help="checkpoints written by wsslib.models.save_checkpoint (the paper: 3)")
+                     help="checkpoints (the paper: 3), or the folder `wsslib train --out DIR` wrote")
     ann.add_argument("--out", required=True, type=Path, help="output folder; an existing one is resumed")
-    ann.add_argument("--theta", type=float, default=0.1, help="uncertainty threshold (default 0.1)")
+    ann.add_argument("--theta", type=float, default=None,
+                     help="uncertainty threshold (default: the checkpoints', else 0.1)")
     ann.add_argument("--k", type=int, default=20, help="MC dropout passes per model (default 20)")
     ann.add_argument("--batch", type=int, default=16, help="images per forward pass (default 16)")
     ann.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default auto)")
     ann.add_argument("--size", type=int, default=None, help="model input side S (default: from the checkpoints)")
     ann.add_argument("--map-threshold", type=float, default=None, help="mask threshold (default: from the checkpoints)")
-    ann.add_argument("--fusion", default="intersection", choices=["intersection", "union", "majority", "mean"],
-                     help="how the agreeing models' maps combine (paper: intersection)")
+    ann.add_argument("--fusion", default=None, choices=["intersection", "union", "majority", "mean"],
+                     help="how the agreeing models' maps combine (default: the checkpoints', else intersection)")
+    ann.add_argument("--min-side", type=int, default=16, help="smaller images go to errors.csv (default 16 px)")
+    ann.add_argument("--no-ood", action="store_true", help="ignore the checkpoints' out-of-distribution gates")
     ann.add_argument("--method", default="xgradcam", choices=["xgradcam", "gradcam", "hirescam"], help="CAM method")
     ann.add_argument("--seed", type=int, default=0, help="seed of the dropout masks")
     ann.add_argument("--category", default="lesion", help="COCO category name (default lesion)")
@@ -260,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     ann.add_argument("--retry-errors", action="store_true", help="try again the files an earlier run could not read")
     ann.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ann.set_defaults(func=_cmd_annotate)
+
+    from wsslib.apps.train import add_parser as add_train_parser  # wsslib train (its own module)
+
+    add_train_parser(sub)
 
     ben = sub.add_parser("bench", help="run a benchmark (prints one JSON line)",
                          description="Run a benchmark; each prints one JSON line. wsslib bench NAME --help shows "

@@ -214,17 +214,35 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
             m.training = training
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux: /proc), else by
+    setting and restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, data: bytes, fsync: bool = False) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
 
     Readers (and a resumed run) see the old file or the new one, never a part; an error or an
     interruption removes the temporary file. ``fsync`` also flushes it to disk before the rename.
-    Folders are created. Returns the path written.
+    Folders are created. The file gets the mode of any newly created file, ``0o666`` less the
+    process umask (0644 under umask 022), not ``mkstemp``'s private 0600. Returns the path written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if fsync:

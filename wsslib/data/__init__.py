@@ -20,6 +20,7 @@ from wsslib.data.base import (
     to_tensors,
 )
 from wsslib.data.fire import FireSegmentation
+from wsslib.data.folder import FolderDataset
 from wsslib.data.io import read_image, read_mask
 from wsslib.data.nci_isbi import NCIISBI
 from wsslib.data.pets import OxfordPets
@@ -33,6 +34,7 @@ __all__ = [
     "BraTS2020",
     "DecathlonProstate",
     "FireSegmentation",
+    "FolderDataset",
     "KvasirSEG",
     "NCIISBI",
     "OxfordPets",

@@ -35,12 +35,15 @@ class Explained(NamedTuple):
         u: (B,) population standard deviation of P(class 1) over the K passes.
         probs: (K, B) the passes themselves.
         cams: (B, H, W) float32 in [0, 1], the CAM of the expected (dropout-off) model.
+        embedding: (B, C) float32, the pooled backbone features ``model.embed(x)`` of the same
+            pass (what the out-of-distribution gate of :mod:`wsslib.methods.ood` scores).
     """
 
     p: torch.Tensor
     u: torch.Tensor
     probs: torch.Tensor
     cams: torch.Tensor
+    embedding: torch.Tensor | None = None
 
 
 def predict_explain(
@@ -73,7 +76,8 @@ def predict_explain(
             the CPU and MPS (:func:`~wsslib.core.utils.amp_enabled`).
 
     Returns:
-        :class:`Explained` with p, u (B,), probs (K, B) and cams (B, H, W) on ``images``' device.
+        :class:`Explained` with p, u (B,), probs (K, B), cams (B, H, W) and embedding (B, C) on
+        ``images``' device.
     """
     if method not in FAST_METHODS:
         raise ValueError(f"method={method!r} has no fast path; choose one of {sorted(FAST_METHODS)}")
@@ -89,6 +93,7 @@ def predict_explain(
     device = next(model.parameters()).device
     probs = torch.empty((int(k), n), dtype=torch.float32, device=images.device)
     cams = torch.empty((n, h, w), dtype=torch.float32, device=images.device)
+    emb = torch.empty((n, fc.in_features), dtype=torch.float32, device=images.device)
     with eval_mode(model), keep_param_grads(model):
         for s in range(0, n, batch_size):
             x = images[s : s + batch_size].to(device=device, dtype=torch.float32)
@@ -101,4 +106,5 @@ def predict_explain(
             with torch.no_grad():
                 probs[:, s : s + batch_size] = heads_from_embedding(z, fc, m.to(device=z.device, dtype=torch.float32)).to(images.device)
             cams[s : s + batch_size] = maps.to(images.device)
-    return Explained(p=probs.mean(0), u=probs.std(0, correction=0), probs=probs, cams=cams)
+            emb[s : s + batch_size] = z.detach().to(images.device, torch.float32)
+    return Explained(p=probs.mean(0), u=probs.std(0, correction=0), probs=probs, cams=cams, embedding=emb)

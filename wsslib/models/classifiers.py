@@ -647,8 +647,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise DataError(f"{path}: checkpoint file not found")
     try:
         ckpt = torch.load(path, weights_only=True, map_location=map_location)
-    except Exception as e:
-        raise DataError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e}); the file is corrupt or not a torch file") from e
+    except Exception as e:  # never pass on torch's text: it advises weights_only=False, which runs pickled code
+        text = str(e).strip()
+        if "weights_only" in text or type(e).__name__ == "UnpicklingError":
+            why = "not a torch weights file, or one that holds pickled code, which wsslib never loads"
+        else:
+            why = f"{type(e).__name__}: {text.splitlines()[0][:200] if text else 'unreadable'}"
+        raise DataError(f"{path}: not a wsslib checkpoint ({why}); give the .pt files written by `wsslib train` "
+                        "or wsslib.models.save_checkpoint") from None
     need = {"state_dict", "name", "num_classes", "dropout", "kwargs"}
     if not isinstance(ckpt, dict) or not need <= set(ckpt):
         have = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__

@@ -20,11 +20,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+
 from wsslib.methods.aax import THETA_GRID, AAXConfig
 from wsslib.models.training import ClassifierSpec, ClassifierTrainConfig
 from wsslib.papers.settings import PAPER_SMOKE, REAL_DECISION_CLASSIFIER, REAL_SMOKE
 
-__all__ = ["NOTEBOOK", "PRESETS", "PUBLISHED", "SMOKE", "SMOKE_FOR", "aax_config", "member_specs", "paper_rows", "vit_spec"]
+__all__ = ["NOTEBOOK", "PRESETS", "PUBLISHED", "SMOKE", "SMOKE_FOR", "aax_config", "gate_sets", "member_specs",
+           "paper_rows", "vit_spec"]
 
 NOTEBOOK = "04_aax_decision"
 
@@ -156,3 +159,42 @@ def vit_spec(s: Mapping[str, Any]) -> ClassifierSpec:
         raise ValueError(f"vit_replaces={s['vit_replaces']!r} is not one of models={models}")
     return _spec(s, "vit_small", s["vit_epochs"], s["vit_lr"], list(s["batch_sizes"])[models.index(s["vit_replaces"])],
                  pretrained=False)
+
+
+#: The other real polyp set of each real one: a new hospital for the out-of-distribution gate.
+OTHER_REAL_SET = {"polypgen": "kvasir-seg", "kvasir-seg": "polypgen"}
+
+
+def gate_sets(s: Mapping[str, Any], data: Mapping[str, Any], *, n_other: int = 200) -> dict[str, torch.Tensor]:
+    """The image sets notebook 04's out-of-distribution gate table scores
+    (:func:`wsslib.methods.ood.gate_table`), each ``(N, 3, S, S)`` at ``s["image_size"]``:
+
+    * ``"in-distribution (test)"``: ``data["test"]`` (the gate should flag about 5 %);
+    * ``"synthetic OOD family"``: ``data["ood"]``;
+    * for a real data set: the other real polyp set's test images (``OTHER_REAL_SET``; skipped
+      when not found) and non-endoscopy images (:func:`wsslib.data.other.non_endoscopy_images`:
+      the Oxford-IIIT Pet test images when downloaded, else an offline set; the row names which).
+
+    Args:
+        s: resolved settings (``dataset``, ``image_size``, ``seed``).
+        data: ``{split: TensorBatch}`` of :func:`wsslib.methods.aax.load_aax_splits`.
+        n_other: the most non-endoscopy images.
+    """
+    from wsslib.core.errors import DatasetNotFoundError
+    from wsslib.data import load_splits
+    from wsslib.data.other import non_endoscopy_images, resize_images
+
+    size = int(s["image_size"])
+    sets = {"in-distribution (test)": data["test"].images}
+    if "ood" in data:
+        sets["synthetic OOD family"] = data["ood"].images
+    other = OTHER_REAL_SET.get(s["dataset"])
+    if other is not None:
+        try:
+            sets[f"{other} test (other hospital)"] = load_splits(other, ("test",), size=size)["test"].images
+        except DatasetNotFoundError:
+            pass
+    if s["dataset"] != "synthetic":
+        images, where = non_endoscopy_images(n=n_other, seed=int(s.get("seed") or 0))
+        sets[f"non-endoscopy: {where}"] = resize_images([img for _, img in images], size)
+    return sets
