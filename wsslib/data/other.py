@@ -2,8 +2,9 @@
 
 :func:`non_endoscopy_images` gives, in order of preference, the Oxford-IIIT Pet test images (when
 ``./data_download.sh oxford-pets`` has put them where :func:`wsslib.data.find_root` looks), else
-an offline set that needs no download: crops of scikit-learn's two sample photos (a Chinese
-temple, a flower) and images of the synthetic OOD family. The notebook 04 gate table and ``wsslib
+an offline set that needs no download: crops of matplotlib's two sample photographs (Grace
+Hopper's portrait, a product photo; shipped with matplotlib, a dependency) and images of the
+synthetic OOD family. The notebook 04 gate table and ``wsslib
 bench gate`` use it.
 """
 
@@ -46,18 +47,21 @@ def non_endoscopy_images(root: str | Path | None = None, *, n: int = 200, seed: 
     except DatasetNotFoundError:
         if not allow_offline:
             raise
-    from sklearn.datasets import load_sample_images
+    from matplotlib.cbook import get_sample_data
+    from PIL import Image
 
     out = []
-    for j, photo in enumerate(load_sample_images().images):  # china.jpg, flower.jpg (427 x 640)
+    for j, name in enumerate(("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png")):  # 512 x 600, 128 x 128
+        with Image.open(get_sample_data(name, asfileobj=False)) as im:
+            photo = np.asarray(im.convert("RGB"))
         h, w = photo.shape[:2]
         for c in range(12):
-            side = int(rng.integers(160, min(h, w)))
+            side = int(rng.integers(min(h, w) // 2, min(h, w) + 1))
             y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
             out.append((f"photo{j}_{c:02d}", np.ascontiguousarray(photo[y:y + side, x:x + side])))
     ood = get_dataset("synthetic", split="ood", n=120, size=256, seed=seed, n_ood=24)
     out += [(f"synthetic_ood_{i:02d}", ood[i].image) for i in range(len(ood))]
-    return out[:n], "offline: crops of scikit-learn's two sample photos + the synthetic OOD family"
+    return out[:n], "offline: crops of matplotlib's two sample photos + the synthetic OOD family"
 
 
 def resize_images(images: list[np.ndarray], size: int) -> torch.Tensor:

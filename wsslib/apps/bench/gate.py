@@ -22,7 +22,7 @@ Steps:
 Non-endoscopy images: ``--non-endoscopy DIR`` (any folder of images, e.g. the Oxford-IIIT Pet
 images: ``./data_download.sh oxford-pets``, then ``data/oxford-pets/images``); without it, the
 Oxford-IIIT Pet test images when the data set is found (at most ``--n-other``, default 200, a
-seeded subset), else (offline) 24 crops of scikit-learn's
+seeded subset), else (offline) 24 crops of matplotlib's
 two sample photos plus 24 images of the synthetic OOD family (``non_endoscopy_source`` in the
 JSON says which).
 
