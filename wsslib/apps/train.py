@@ -45,6 +45,9 @@ import torch
 from wsslib import __version__
 from wsslib.core.errors import DataError
 from wsslib.core.utils import atomic_write
+from wsslib.papers.nasir2025 import PRESETS as _NASIR
+
+_GATE = _NASIR["cpu"]  # the feature gate's defaults, as notebook 04 uses them (ood_k, ood_quantile)
 
 __all__ = ["TrainSettings", "TrainedEnsemble", "add_parser", "edge_warnings", "resolve_data", "train_ensemble"]
 
@@ -84,8 +87,8 @@ class TrainSettings:
     k: int | None = None
     theta: float = 0.1
     fusion: str = "intersection"
-    ood_quantile: float = 0.975
-    ood_k: int = 5
+    ood_quantile: float = _GATE["ood_quantile"]
+    ood_k: int = _GATE["ood_k"]
     data_root: Path | None = None
     smoke: bool = False
     seed: int = 0
@@ -414,10 +417,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=None, help="MC dropout passes (default: the preset's, 20)")
     p.add_argument("--theta", type=float, default=0.1, help="uncertainty threshold (default 0.1, the paper's)")
     p.add_argument("--fusion", default="intersection", choices=FUSIONS, help="map fusion (default intersection)")
-    p.add_argument("--ood-quantile", type=float, default=0.975,
+    p.add_argument("--ood-quantile", type=float, default=_GATE["ood_quantile"],
                    help="the gate's cuts: the ensemble flags at most 1 - this of the validation images (default "
-                        "0.975: 2.5 %%)")
-    p.add_argument("--ood-k", type=int, default=5, help="the gate's neighbour (default 5)")
+                        f"{_GATE['ood_quantile']}, as notebook 04)")
+    p.add_argument("--ood-k", type=int, default=_GATE["ood_k"], help=f"the gate's neighbour (default {_GATE['ood_k']})")
     p.add_argument("--data-root", type=Path, default=None, help="folder of a registered data set (default: search)")
     p.add_argument("--smoke", action="store_true", help="tiny settings: seconds, to try the path")
     p.add_argument("--seed", type=int, default=0)

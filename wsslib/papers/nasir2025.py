@@ -79,6 +79,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "vit_replaces": "efficientnet_b0",
         "vit_epochs": 4,
         "vit_lr": 1e-3,
+        "ood_k": 5,  # the feature gate (beyond the paper, wsslib.methods.ood): k-th nearest training image
+        "ood_quantile": 0.975,  # ... its cut: the ensemble flags at most 2.5 % of the validation images
         "weights": None,
         "freeze": None,
         "class_weight": None,
