@@ -257,6 +257,23 @@ class TestLayerFixedFullGrad:
         ours = LayerFixedFullGrad(net)(input_tensor=x.clone().requires_grad_(True), targets=None)
         assert np.allclose(ours, theirs, atol=1e-6)
 
+    @pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18"])
+    def test_one_resize_per_layer_equals_pytorch_grad_cams_per_channel_loop(self, name):
+        from pytorch_grad_cam import FullGrad
+
+        from wsslib.explain.cams import LayerFixedFullGrad
+
+        class PerChannel(LayerFixedFullGrad):  # the same layers, pytorch-grad-cam's own per-channel maths
+            compute_cam_per_layer = FullGrad.compute_cam_per_layer
+
+        model = create_model(name).eval()
+        x = torch.rand(2, 3, 64, 48, generator=torch.Generator().manual_seed(1))  # not square: (H, W) order
+        ours = LayerFixedFullGrad(model)(input_tensor=x.clone().requires_grad_(True), targets=None)
+        theirs = PerChannel(model)(input_tensor=x.clone().requires_grad_(True), targets=None)
+        assert ours.shape == theirs.shape == (2, 64, 48)
+        assert np.abs(ours - theirs).max() < 1e-5
+        assert theirs.std() > 0.01  # not two constant maps
+
     @pytest.mark.parametrize("name", ["resnet50", "smallcnn", "efficientnet_lite0"])
     def test_each_layer_once_and_batchnorm_subclasses_counted(self, name):
         from wsslib.explain.cams import LayerFixedFullGrad

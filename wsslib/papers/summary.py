@@ -113,10 +113,6 @@ PRESETS["real"] = {**PRESETS["cpu"], "dataset": "kvasir-seg", "n_images": None, 
                    "dropout": _R["dropout"], "weights": _R["weights"], "freeze": _R["freeze"],
                    "class_weight": _R["class_weight"],
                    "one_cycle": _R["one_cycle"], "ccam_inits": ["classifier"], "ccam_epochs": 2,
-                   # no FullGrad here: pytorch-grad-cam resizes every channel of every layer to 224 px
-                   # one by one on the CPU (cv2 in a Python loop): more than 18 min for the three Lites
-                   # on 200 images (2026-12-04); notebook 02's real run reports it
-                   "cam_methods": ["gradcam", "xgradcam", "gradcam++"],
                    "gaze_train_max": None, "gaze_workers": None,
                    # the gaze model of notebook 01's real preset (zhong2024.PRESETS["real"])
                    **{f"unet_{k}": zhong2024.PRESETS["real"][k] for k in
