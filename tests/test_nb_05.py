@@ -115,6 +115,17 @@ def test_05_runs_the_configs_of_01_to_04(preset):
     assert cfg.gaze.lam_warmup == 0.0 and cfg.gaze.crf_sxy == zhong2024.PRESETS[preset]["crf_sxy"]
 
 
+@pytest.mark.parametrize("preset", ["cpu", "real"])
+def test_paper_context_names_the_rows_on_this_runs_data(preset):
+    """The sentence under the table quotes every paper row once, and says which share this run's data."""
+    text = summary.paper_context(summary.PRESETS[preset])
+    for r in summary.paper_rows():
+        assert text.count(r["method"]) == 1
+    shared = "The papers' Kvasir-SEG rows are on this run's data set"
+    assert (shared in text) == (preset == "real")
+    assert f"{summary.PRESETS[preset]['image_size']} px" in text and text.endswith("Compare rankings, not values.")
+
+
 def test_summary_rejects_mismatched_model_lists():
     with pytest.raises(ValueError, match="one entry per model"):
         summary.configs({**summary.PRESETS["cpu"], "epochs": [1, 1]})

@@ -32,7 +32,7 @@ from wsslib.papers import deshpande, nasir2025, ostrowski, zhong2024
 from wsslib.papers.settings import PAPER_SMOKE, REAL_CLASSIFIER, REAL_SMOKE
 
 __all__ = ["FAMILIES", "NOTEBOOK", "PRESETS", "PUBLISHED", "SMOKE", "SMOKE_FOR", "SummaryConfigs", "SummaryData", "configs",
-           "gaze_sets", "load_data", "paper_rows"]
+           "gaze_sets", "load_data", "paper_context", "paper_rows"]
 
 NOTEBOOK = "05_iou_dice_summary"
 
@@ -142,6 +142,34 @@ SMOKE_FOR: dict[str, dict[str, Any]] = {
 def paper_rows() -> list[dict]:
     """``PUBLISHED`` as table rows (``source`` ``"paper"``)."""
     return [{**r, "source": "paper"} for r in PUBLISHED]
+
+
+def paper_context(s: Mapping[str, Any]) -> str:
+    """The sentence under notebook 05's table that says how far the papers' rows compare with
+    this run: which rows share this run's data set (by name) and what differs even then.
+
+    Args:
+        s: resolved settings (``dataset``, ``image_size``, ``unet_iterations``, ``preset``).
+    """
+    def quote(rows: list[dict]) -> str:
+        return "; ".join(f"{r['method']}: " + " / ".join(f"{k} {r[k]:.3f}" for k in ("dice", "iou") if r.get(k) is not None)
+                         for r in rows)
+
+    rows = paper_rows()
+    norm = str(s["dataset"]).replace("-", "").lower()
+    same = [r for r in rows if str(r["dataset"]).replace("-", "").lower() == norm]
+    other = [r for r in rows if r not in same]
+    ours = (f"this run: {s['image_size']} px, {'ImageNet-pretrained' if s.get('weights') else 'from-scratch'} "
+            f"{', '.join(sorted(set(s['models'])))}, {s['unet_iterations']} gaze-UNet iterations; the papers: 224 px, "
+            "ImageNet ResNet50 / EfficientNet-B0 / DenseNet121 classifiers, 15,000 UNet iterations")
+    parts = []
+    if same:
+        parts.append(f"The papers' {same[0]['dataset']} rows are on this run's data set, with their own splits ({ours}): "
+                     f"{quote(same)}.")
+    if other:
+        parts.append(("The other rows are" if same else f"The papers' numbers are for other data and other networks ({ours}):")
+                     + f" {'for other data sets: ' if same else ''}{quote(other)}.")
+    return " ".join(parts) + " Compare rankings, not values."
 
 
 @dataclass(frozen=True)
