@@ -149,7 +149,8 @@ def paper_context(s: Mapping[str, Any]) -> str:
     this run: which rows share this run's data set (by name) and what differs even then.
 
     Args:
-        s: resolved settings (``dataset``, ``image_size``, ``unet_iterations``, ``preset``).
+        s: resolved settings (``dataset``, ``image_size``, ``weights``, ``models``, ``unet_iterations``);
+            the papers' side is :data:`PRESETS` ``["paper"]``.
     """
     def quote(rows: list[dict]) -> str:
         return "; ".join(f"{r['method']}: " + " / ".join(f"{k} {r[k]:.3f}" for k in ("dice", "iou") if r.get(k) is not None)
@@ -159,9 +160,11 @@ def paper_context(s: Mapping[str, Any]) -> str:
     norm = str(s["dataset"]).replace("-", "").lower()
     same = [r for r in rows if str(r["dataset"]).replace("-", "").lower() == norm]
     other = [r for r in rows if r not in same]
-    ours = (f"this run: {s['image_size']} px, {'ImageNet-pretrained' if s.get('weights') else 'from-scratch'} "
-            f"{', '.join(sorted(set(s['models'])))}, {s['unet_iterations']} gaze-UNet iterations; the papers: 224 px, "
-            "ImageNet ResNet50 / EfficientNet-B0 / DenseNet121 classifiers, 15,000 UNet iterations")
+    def setup(who: str, t: Mapping[str, Any]) -> str:
+        return (f"{who}: {t['image_size']} px, {'ImageNet-pretrained' if t.get('weights') else 'from-scratch'} "
+                f"{', '.join(sorted(set(t['models'])))}, {t['unet_iterations']:,} gaze-UNet iterations")
+
+    ours = f"{setup('this run', s)}; {setup('the papers', PRESETS['paper'])}"
     parts = []
     if same:
         parts.append(f"The papers' {same[0]['dataset']} rows are on this run's data set, with their own splits ({ours}): "
