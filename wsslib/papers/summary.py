@@ -156,22 +156,23 @@ def paper_context(s: Mapping[str, Any]) -> str:
         return "; ".join(f"{r['method']}: " + " / ".join(f"{k} {r[k]:.3f}" for k in ("dice", "iou") if r.get(k) is not None)
                          for r in rows)
 
-    rows = paper_rows()
-    norm = str(s["dataset"]).replace("-", "").lower()
-    same = [r for r in rows if str(r["dataset"]).replace("-", "").lower() == norm]
-    other = [r for r in rows if r not in same]
     def setup(who: str, t: Mapping[str, Any]) -> str:
         return (f"{who}: {t['image_size']} px, {'ImageNet-pretrained' if t.get('weights') else 'from-scratch'} "
                 f"{', '.join(sorted(set(t['models'])))}, {t['unet_iterations']:,} gaze-UNet iterations")
 
+    rows = paper_rows()
+    norm = str(s["dataset"]).replace("-", "").lower()
+    same = [r for r in rows if str(r["dataset"]).replace("-", "").lower() == norm]
+    other = [r for r in rows if r not in same]
     ours = f"{setup('this run', s)}; {setup('the papers', PRESETS['paper'])}"
     parts = []
     if same:
         parts.append(f"The papers' {same[0]['dataset']} rows are on this run's data set, with their own splits ({ours}): "
                      f"{quote(same)}.")
     if other:
-        parts.append(("The other rows are" if same else f"The papers' numbers are for other data and other networks ({ours}):")
-                     + f" {'for other data sets: ' if same else ''}{quote(other)}.")
+        lead = ("The other rows are for other data sets:" if same
+                else f"The papers' numbers are for other data and other networks ({ours}):")
+        parts.append(f"{lead} {quote(other)}.")
     return " ".join(parts) + " Compare rankings, not values."
 
 

@@ -8,7 +8,7 @@ dropout, class weighting) unless options say otherwise:
 
 - naive: ``freeze=None``: every layer trains, every batch runs the whole network forward and
   backward (random flips as usual);
-- cached: the preset's ``freeze`` (``"blocks.3"``: the stem and stages 0-3, 9 of Lite0's 16
+- cached: the preset's ``freeze`` (``"blocks.3"``: the stem and stages 0-3, 8 of Lite0's 16
   blocks, frozen with their batch-norm statistics; notebook 04's decision recipe freezes
   ``"blocks.4"``, 11 blocks: ``--freeze blocks.4``): their output is computed once per training
   image and flip variant (4) and once per validation image, and the remaining blocks, the head
